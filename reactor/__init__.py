@@ -1,0 +1,40 @@
+"""A small, fast, Twisted-style event-loop reactor with asyncio's protocol API.
+
+Make a :class:`Reactor`, listen or connect with a protocol factory, and
+``run()`` it. Nothing happens at import time and there is no global reactor.
+"""
+
+from reactor.backends import available_backends
+from reactor.interfaces import (
+    Address,
+    DatagramProtocolInterface,
+    DatagramTransportInterface,
+    FactoryArg,
+    ProtocolFactoryInterface,
+    ProtocolInterface,
+    TransportInterface,
+)
+from reactor.loop import Reactor
+from reactor.stream import StreamTransport
+from reactor.tcp import Connector, Listener
+from reactor.timers import Handle, PeriodicCall, TimerHandle
+
+__all__ = [
+    "Address",
+    "Connector",
+    "DatagramProtocolInterface",
+    "DatagramTransportInterface",
+    "FactoryArg",
+    "Handle",
+    "Listener",
+    "PeriodicCall",
+    "ProtocolFactoryInterface",
+    "ProtocolInterface",
+    "Reactor",
+    "StreamTransport",
+    "TimerHandle",
+    "TransportInterface",
+    "available_backends",
+]
+
+__version__ = "0.1.0"

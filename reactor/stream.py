@@ -1,0 +1,399 @@
+"""The stream transport: a connected TCP or Unix socket driven by the reactor.
+
+Reading: the reactor calls :meth:`StreamTransport._read_ready` when the
+socket is readable; one ``recv`` per event (the backends are level-triggered,
+so a busy socket is simply called again next turn, and cannot starve the
+others). ``recv() == b""`` is the peer's FIN: ``eof_received``.
+
+Writing: :meth:`write` sends at once when nothing is buffered, which is the
+common case, so most writes cost one system call and no buffering. What the
+kernel does not take is kept in a deque of chunks (never concatenated, so no
+quadratic copying), and the transport asks for writability only while the
+deque is not empty; it then flushes up to ``_IOV_MAX`` chunks per ``sendmsg``.
+
+Ending: ``connection_lost`` is called exactly once, always from the loop
+(never from inside another protocol callback), and the socket is closed right
+after it, having first been unregistered from the backend.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections import deque
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+from reactor.interfaces import ProtocolInterface
+
+if TYPE_CHECKING:
+    from reactor.loop import Reactor
+
+__all__ = ["StreamTransport"]
+
+log = logging.getLogger("reactor")
+
+#: Chunks per sendmsg(); well under every platform's IOV_MAX (1024 on Linux).
+_IOV_MAX = 64
+#: Bytes asked of each recv(): large enough for bulk transfer in few calls.
+_READ_SIZE = 256 * 1024
+#: Default write-buffer water marks (asyncio's are the same).
+DEFAULT_HIGH_WATER = 64 * 1024
+DEFAULT_LOW_WATER = 16 * 1024
+
+# Errors that mean the peer went away: logged quietly, not as failures.
+_PEER_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
+
+
+class StreamTransport:
+    """A byte-stream transport with asyncio's method names."""
+
+    __slots__ = (
+        "_buffer",
+        "_buffer_size",
+        "_closing",
+        "_conn_lost",
+        "_data_received",
+        "_eof_received",
+        "_eof_written",
+        "_extra",
+        "_fd",
+        "_high",
+        "_low",
+        "_protocol",
+        "_protocol_paused",
+        "_reactor",
+        "_reading",
+        "_recv",
+        "_send",
+        "_sock",
+        "bytes_received",
+        "bytes_sent",
+        "dropped_writes",
+    )
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        sock: socket.socket,
+        protocol: ProtocolInterface,
+        peername: Any = None,
+    ) -> None:
+        self._reactor = reactor
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._recv = sock.recv
+        self._send = sock.send
+        self._protocol = protocol
+        self._data_received = protocol.data_received
+        self._extra: dict[str, Any] = {"socket": sock, "peername": peername}
+        self._buffer: deque[bytes | memoryview] = deque()
+        self._buffer_size = 0
+        self._high = DEFAULT_HIGH_WATER
+        self._low = DEFAULT_LOW_WATER
+        self._protocol_paused = False
+        self._reading = True
+        self._closing = False
+        self._conn_lost = False
+        self._eof_written = False
+        self._eof_received = False
+        #: Writes made after close() and dropped.
+        self.dropped_writes = 0
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        reactor._resources.add(self)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._conn_lost else ("closing" if self._closing else "open")
+        return f"<StreamTransport fd={self._fd} {state} peer={self._extra.get('peername')!r}>"
+
+    def _start(self) -> None:
+        """Tell the protocol the connection is up, then start reading."""
+        try:
+            self._protocol.connection_made(self)
+        except Exception as exc:
+            self._protocol_error(exc, "connection_made")
+            return
+        if self._reading and not self._closing:
+            self._reactor._add_reader(self._fd, self._read_ready)
+
+    # ------------------------------------------------------------------ reading
+
+    def _read_ready(self) -> None:
+        try:
+            data = self._recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fatal_error(exc)
+            return
+        if data:
+            self.bytes_received += len(data)
+            try:
+                self._data_received(data)
+            except Exception as exc:
+                self._protocol_error(exc, "data_received")
+        else:
+            self._read_eof()
+
+    def _read_eof(self) -> None:
+        self._eof_received = True
+        self._reactor._remove_reader(self._fd)
+        try:
+            keep_open = self._protocol.eof_received()
+        except Exception as exc:
+            self._protocol_error(exc, "eof_received")
+            return
+        # A half-close: the protocol asked to keep writing. Once our own side
+        # is shut too (write_eof), both directions are done and we close.
+        if not keep_open or self._eof_written:
+            self.close()
+
+    def pause_reading(self) -> None:
+        """Stop calling data_received until resume_reading() (backpressure upstream)."""
+        if self._closing or not self._reading:
+            return
+        self._reading = False
+        self._reactor._remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        if self._closing or self._reading:
+            return
+        self._reading = True
+        if not self._eof_received:
+            self._reactor._add_reader(self._fd, self._read_ready)
+
+    def is_reading(self) -> bool:
+        return self._reading and not self._closing
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data``, buffering whatever the kernel does not take now.
+
+        After close() the data is dropped (and counted in ``dropped_writes``);
+        after write_eof() it is an error.
+        """
+        if type(data) is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                raise TypeError(
+                    f"write() takes bytes, bytearray or memoryview, not {type(data).__name__}"
+                )
+            data = bytes(data)  # the caller may change a mutable buffer later
+        if self._eof_written:
+            raise RuntimeError("write() after write_eof(): this side of the connection is shut")
+        if self._closing:
+            self._dropped(len(data))
+            return
+        if not data:
+            return
+        if not self._buffer:
+            try:
+                n = self._send(data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as exc:
+                self._fatal_error(exc)
+                return
+            self.bytes_sent += n
+            if n == len(data):
+                return
+            self._buffer.append(memoryview(data)[n:] if n else data)
+            self._buffer_size += len(data) - n
+            self._reactor._add_writer(self._fd, self._write_ready)
+        else:
+            self._buffer.append(data)
+            self._buffer_size += len(data)
+        if self._buffer_size > self._high and not self._protocol_paused:
+            self._pause_protocol()
+
+    def writelines(self, chunks: Any) -> None:
+        """Write each chunk of an iterable; flushed together where possible."""
+        for chunk in chunks:
+            self.write(chunk)
+
+    def _dropped(self, size: int) -> None:
+        self.dropped_writes += 1
+        if self.dropped_writes == 1:
+            log.warning(
+                "%r: write of %d bytes after close() was dropped (further drops are "
+                "counted in transport.dropped_writes, not logged)",
+                self,
+                size,
+            )
+
+    def _write_ready(self) -> None:
+        buf = self._buffer
+        try:
+            if len(buf) == 1:
+                n = self._send(buf[0])
+            else:
+                n = self._sock.sendmsg(list(islice(buf, _IOV_MAX)))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fatal_error(exc)
+            return
+        self.bytes_sent += n
+        self._buffer_size -= n
+        while n:
+            head = buf[0]
+            size = len(head)
+            if n >= size:
+                buf.popleft()
+                n -= size
+            else:
+                buf[0] = memoryview(head)[n:]
+                break
+        if self._protocol_paused and self._buffer_size <= self._low:
+            self._resume_protocol()
+        if not buf:
+            self._reactor._remove_writer(self._fd)
+            if self._closing:
+                self._lose(None)
+            elif self._eof_written:
+                self._shutdown_write()
+
+    def write_eof(self) -> None:
+        """Shut the write side (send FIN) once the buffer is flushed; reading goes on."""
+        if self._eof_written or self._closing:
+            return
+        self._eof_written = True
+        if not self._buffer:
+            self._shutdown_write()
+
+    def _shutdown_write(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self._fatal_error(exc)
+            return
+        if self._eof_received:
+            self.close()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes buffered and not yet taken by the kernel (O(1))."""
+        return self._buffer_size
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (self._low, self._high)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """Set the water marks for pause_writing/resume_writing (asyncio's defaults rule)."""
+        if high is None:
+            high = DEFAULT_HIGH_WATER if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"need high ({high!r}) >= low ({low!r}) >= 0")
+        self._high = high
+        self._low = low
+        if self._buffer_size > high and not self._protocol_paused:
+            self._pause_protocol()
+        elif self._protocol_paused and self._buffer_size <= low:
+            self._resume_protocol()
+
+    def _pause_protocol(self) -> None:
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()
+        except Exception as exc:
+            self._protocol_error(exc, "pause_writing")
+
+    def _resume_protocol(self) -> None:
+        self._protocol_paused = False
+        try:
+            self._protocol.resume_writing()
+        except Exception as exc:
+            self._protocol_error(exc, "resume_writing")
+
+    # ------------------------------------------------------------------ closing
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        """Stop reading, flush what is buffered, then close (connection_lost(None))."""
+        if self._closing:
+            return
+        self._closing = True
+        self._reactor._remove_reader(self._fd)
+        if not self._buffer:
+            self._lose(None)
+
+    def abort(self) -> None:
+        """Close now, dropping anything buffered (connection_lost(None))."""
+        self._force_close(None)
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        if self._conn_lost:
+            return
+        self._closing = True
+        if self._buffer:
+            self._buffer.clear()
+            self._buffer_size = 0
+            self._reactor._remove_writer(self._fd)
+        self._reactor._remove_reader(self._fd)
+        self._lose(exc)
+
+    def _lose(self, exc: BaseException | None) -> None:
+        """Schedule connection_lost: from the loop, so never inside another callback."""
+        if not self._conn_lost:
+            self._conn_lost = True
+            self._reactor.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
+        try:
+            self._protocol.connection_lost(exc)
+        except Exception as error:
+            self._reactor._callback_error(self._protocol.connection_lost, error)
+        finally:
+            # Unregister before closing: a closed fd's number is reused at once.
+            self._reactor._remove_reader(self._fd)
+            self._reactor._remove_writer(self._fd)
+            self._sock.close()
+            self._reactor._resources.discard(self)
+
+    def _fatal_error(self, exc: OSError) -> None:
+        """A system call failed: the connection is over (usually the peer reset it)."""
+        if isinstance(exc, _PEER_GONE) or exc.errno in (errno.ECONNRESET, errno.EPIPE):
+            log.debug("%r: %s", self, exc)
+        else:
+            log.warning("%r: closing after socket error: %s", self, exc)
+        self._force_close(exc)
+
+    def _protocol_error(self, exc: Exception, where: str) -> None:
+        """User code raised: log it, and end this connection with the exception as reason."""
+        self._reactor._report_error(
+            {
+                "message": f"exception in {type(self._protocol).__name__}.{where}(); "
+                "closing its connection",
+                "exception": exc,
+                "transport": self,
+            }
+        )
+        self._force_close(exc)
+
+    # -------------------------------------------------------------------- misc
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``"peername"``, ``"sockname"`` or ``"socket"`` (asyncio's names)."""
+        if name == "sockname" and "sockname" not in self._extra:
+            try:
+                self._extra["sockname"] = self._sock.getsockname()
+            except OSError:
+                return default
+        value = self._extra.get(name, default)
+        return default if value is None else value
+
+    def get_protocol(self) -> ProtocolInterface:
+        return self._protocol
+
+    def set_protocol(self, protocol: ProtocolInterface) -> None:
+        """Switch to another protocol (e.g. after a handshake)."""
+        self._protocol = protocol
+        self._data_received = protocol.data_received

@@ -1,0 +1,452 @@
+"""Listening for and making stream connections (TCP here; Unix sockets reuse it).
+
+:class:`Listener` accepts several connections per readiness event and
+survives running out of file descriptors; :class:`Connector` makes a
+non-blocking outgoing connection, resolving host names in a worker thread so
+the loop never blocks on DNS.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from reactor.interfaces import Address, FactoryArg, ProtocolInterface
+from reactor.stream import StreamTransport
+
+if TYPE_CHECKING:
+    from reactor.loop import Reactor
+
+__all__ = ["Connector", "Listener", "build_protocol", "connect_tcp", "listen_tcp"]
+
+log = logging.getLogger("reactor")
+
+#: How many connections one readiness event may accept: enough to empty a
+#: burst, few enough that a flood cannot hold the loop for long.
+ACCEPTS_PER_EVENT = 64
+
+# accept() failures that mean "this one connection died before we took it".
+_ACCEPT_SKIP = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
+# accept() failures that mean "no descriptors (or memory) for a new socket".
+_ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def build_protocol(factory: FactoryArg, addr: Address) -> ProtocolInterface | None:
+    """Ask a Twisted-style factory (``build_protocol(addr)``) or a plain callable."""
+    build = getattr(factory, "build_protocol", None)
+    protocol: ProtocolInterface | None = build(addr) if build is not None else factory()  # type: ignore[operator]
+    return protocol
+
+
+def _factory_hook(factory: FactoryArg, name: str, reactor: Reactor) -> None:
+    hook = getattr(factory, name, None)
+    if hook is not None:
+        try:
+            hook()
+        except Exception as exc:
+            reactor._report_error(
+                {"message": f"exception in {type(factory).__name__}.{name}()", "exception": exc}
+            )
+
+
+def _set_nodelay(sock: socket.socket) -> None:
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # pragma: no cover - the peer already reset it
+            pass
+
+
+class Listener:
+    """A listening socket that makes a protocol and transport per connection."""
+
+    def __init__(self, reactor: Reactor, sock: socket.socket, factory: FactoryArg) -> None:
+        self._reactor = reactor
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._factory = factory
+        self._closed = False
+        self._exhausted = False
+        self._paused_handle: Any = None
+        self._backoff = 0.05
+        #: Connections accepted, and connections shed for lack of descriptors.
+        self.accepted = 0
+        self.shed = 0
+        #: The bound address (port 0 becomes the port the kernel chose).
+        self.address: Address = sock.getsockname()
+        reactor._resources.add(self)
+        reactor._spare_fd_reserve()
+        _factory_hook(factory, "do_start", reactor)
+        reactor._add_reader(self._fd, self._accept_ready)
+
+    def __repr__(self) -> str:
+        return f"<Listener {self.address!r}{' closed' if self._closed else ''}>"
+
+    @property
+    def port(self) -> int:
+        """The bound port (for TCP listeners)."""
+        return int(self.address[1])
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _accept_ready(self) -> None:
+        accept = self._sock._accept  # type: ignore[attr-defined]
+        family = self._sock.family
+        for _ in range(ACCEPTS_PER_EVENT):
+            try:
+                fd, addr = accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_SKIP:
+                    continue
+                if exc.errno in _ACCEPT_EXHAUSTED:
+                    self._out_of_descriptors(exc)
+                    return
+                log.error("%r: accept() failed: %s; pausing accepts briefly", self, exc)
+                self._pause_accepting()
+                return
+            if self._exhausted:
+                self._exhausted = False
+                log.warning("%r: descriptors available again; accepting (shed %d)", self, self.shed)
+                self._reactor._spare_fd_reserve()
+            sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            self._connection(sock, addr)
+
+    def _connection(self, sock: socket.socket, addr: Address) -> None:
+        self.accepted += 1
+        try:
+            sock.setblocking(False)
+            _set_nodelay(sock)
+            protocol = build_protocol(self._factory, addr)
+        except Exception as exc:
+            self._reactor._report_error(
+                {
+                    "message": f"{self!r}: could not build a protocol for {addr!r}; "
+                    "closing that connection",
+                    "exception": exc,
+                }
+            )
+            sock.close()
+            return
+        if protocol is None:  # the factory refused this connection (Twisted's rule)
+            sock.close()
+            return
+        StreamTransport(self._reactor, sock, protocol, addr)._start()
+
+    def _out_of_descriptors(self, exc: OSError) -> None:
+        """No descriptor for a new connection: shed pending ones, never spin.
+
+        The reserved spare descriptor is closed so that one pending connection
+        can be accepted and closed at once (the client sees the close at once,
+        rather than waiting in the backlog), then re-reserved. If no spare can
+        be had, accepting pauses for a moment instead.
+        """
+        if not self._exhausted:
+            self._exhausted = True
+            log.warning(
+                "%r: out of file descriptors (%s); existing connections are still served, "
+                "new ones are closed until descriptors free up (raise the limit with "
+                "'ulimit -n')",
+                self,
+                exc.strerror,
+            )
+        reactor = self._reactor
+        for _ in range(ACCEPTS_PER_EVENT):
+            if not reactor._spare_fd_release():
+                break
+            try:
+                fd, _addr = self._sock._accept()  # type: ignore[attr-defined]
+            except (BlockingIOError, InterruptedError):
+                reactor._spare_fd_reserve()
+                return
+            except OSError:
+                reactor._spare_fd_reserve()
+                break
+            socket.close(fd)
+            self.shed += 1
+            reactor._spare_fd_reserve()
+        else:
+            return  # shed a full batch; the next readiness event goes on
+        self._pause_accepting()
+
+    def _pause_accepting(self) -> None:
+        if self._paused_handle is not None or self._closed:
+            return
+        self._reactor._remove_reader(self._fd)
+        self._paused_handle = self._reactor.call_later(self._backoff, self._resume_accepting)
+        self._backoff = min(self._backoff * 2, 1.0)
+
+    def _resume_accepting(self) -> None:
+        self._paused_handle = None
+        if not self._closed:
+            self._reactor._add_reader(self._fd, self._accept_ready)
+
+    def close(self) -> None:
+        """Stop listening. Connections already accepted are not touched."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._paused_handle is not None:
+            self._paused_handle.cancel()
+            self._paused_handle = None
+        self._reactor._remove_reader(self._fd)
+        self._sock.close()
+        self._reactor._resources.discard(self)
+        _factory_hook(self._factory, "do_stop", self._reactor)
+
+    def _force_close(self) -> None:
+        self.close()
+
+
+def _bind_error(exc: OSError, host: str | None, port: int) -> OSError:
+    where = f"{host or '*'}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        hint = "another program is listening there; pick another port or stop it"
+    elif exc.errno == errno.EACCES:
+        hint = "ports below 1024 need privileges; pick a port above 1023"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        hint = "that address is not one of this machine's"
+    else:
+        hint = exc.strerror or str(exc)
+    return OSError(exc.errno, f"cannot listen on {where}: {exc.strerror} ({hint})")
+
+
+def listen_tcp(
+    reactor: Reactor,
+    port: int,
+    factory: FactoryArg,
+    host: str | None = "127.0.0.1",
+    backlog: int = 1024,
+    reuse_port: bool = False,
+) -> Listener:
+    """Listen on ``host:port`` (port 0 picks a free one; host None: every interface)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(errno.EINVAL, f"cannot listen on {host}:{port}: {exc}") from None
+    family, _type, proto, _name, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            if not hasattr(socket, "SO_REUSEPORT"):  # pragma: no cover
+                raise ValueError("reuse_port=True: SO_REUSEPORT is not supported here")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind(sockaddr)
+        except OSError as exc:
+            raise _bind_error(exc, host, port) from None
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return Listener(reactor, sock, factory)
+
+
+def _ip_family(host: str) -> int | None:
+    """The family of an IP address literal, or None for a name that needs resolving."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family
+    return None
+
+
+class Connector:
+    """One outgoing connection attempt: resolving, then connecting, then done.
+
+    On success the factory's protocol gets ``connection_made`` and
+    ``on_connect(protocol)`` is called. On failure (refused, timed out, name
+    not found, cancelled) the reason goes to the factory's
+    ``client_connection_failed(connector, reason)`` and to ``on_failure(reason)``;
+    it is never raised out of the loop.
+    """
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        host: str,
+        port: int,
+        factory: FactoryArg,
+        timeout: float | None,
+        on_connect: Callable[[Any], object] | None,
+        on_failure: Callable[[BaseException], object] | None,
+    ) -> None:
+        self._reactor = reactor
+        self.host = host
+        self.port = port
+        self.address = (host, port)
+        self._factory = factory
+        self._on_connect = on_connect
+        self._on_failure = on_failure
+        #: "resolving", "connecting", "connected" or "failed".
+        self.state = "resolving"
+        self.protocol: Any = None
+        self.transport: StreamTransport | None = None
+        self.reason: BaseException | None = None
+        self._sock: socket.socket | None = None
+        self._addrs: list[tuple[int, Any]] = []
+        self._last_error: BaseException | None = None
+        self._timer = (
+            reactor.call_later(timeout, self._timed_out, timeout) if timeout is not None else None
+        )
+        reactor._resources.add(self)
+        _factory_hook(factory, "do_start", reactor)
+
+    def __repr__(self) -> str:
+        return f"<Connector {self.host}:{self.port} {self.state}>"
+
+    def _start(self) -> None:
+        family = _ip_family(self.host)
+        if family is not None:
+            self._addrs = [(family, (self.host, self.port))]
+            self._try_next()
+            return
+        getaddrinfo = self._reactor._getaddrinfo
+        host, port = self.host, self.port
+        self._reactor._run_in_thread(
+            lambda: getaddrinfo(host, port, type=socket.SOCK_STREAM), self._resolved
+        )
+
+    def _resolved(self, infos: Any, exc: BaseException | None) -> None:
+        if self.state != "resolving":
+            return  # cancelled or timed out meanwhile
+        if exc is not None:
+            if isinstance(exc, socket.gaierror):
+                exc = socket.gaierror(exc.errno, f"cannot resolve {self.host!r}: {exc.strerror}")
+            self._fail(exc)
+            return
+        self._addrs = [(info[0], info[4]) for info in infos]
+        self._try_next()
+
+    def _try_next(self) -> None:
+        self.state = "connecting"
+        while self._addrs:
+            family, sockaddr = self._addrs.pop(0)
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            err = sock.connect_ex(sockaddr)
+            if err in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EINTR):
+                self._sock = sock
+                self._reactor._add_writer(sock.fileno(), self._connect_ready)
+                return
+            sock.close()
+            self._last_error = _connect_error(err, self.host, self.port)
+        self._fail(self._last_error or OSError(f"no address to connect to for {self.host!r}"))
+
+    def _connect_ready(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        self._reactor._remove_writer(sock.fileno())
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self._sock = None
+            sock.close()
+            self._last_error = _connect_error(err, self.host, self.port)
+            self._try_next()
+            return
+        self._sock = None
+        if self._timer is not None:
+            self._timer.cancel()
+        try:
+            _set_nodelay(sock)
+            peer = sock.getpeername()
+            protocol = build_protocol(self._factory, peer)
+        except Exception as exc:
+            sock.close()
+            self._fail(exc)
+            return
+        if protocol is None:
+            sock.close()
+            self._fail(ConnectionRefusedError("the factory built no protocol"))
+            return
+        self.state = "connected"
+        self._reactor._resources.discard(self)
+        self.protocol = protocol
+        self.transport = StreamTransport(self._reactor, sock, protocol, peer)
+        self.transport._start()
+        if self._on_connect is not None:
+            try:
+                self._on_connect(protocol)
+            except Exception as exc:
+                self._reactor._report_error(
+                    {"message": "exception in on_connect callback", "exception": exc}
+                )
+
+    def _timed_out(self, timeout: float) -> None:
+        if self.state in ("resolving", "connecting"):
+            self._fail(
+                TimeoutError(f"connecting to {self.host}:{self.port} timed out after {timeout} s")
+            )
+
+    def cancel(self) -> None:
+        """Give up the attempt; reported as a failure with ConnectionAbortedError."""
+        if self.state in ("resolving", "connecting"):
+            self._fail(ConnectionAbortedError(f"connection to {self.host}:{self.port} cancelled"))
+
+    def _force_close(self) -> None:
+        self.cancel()
+
+    def _fail(self, reason: BaseException) -> None:
+        self.state = "failed"
+        self.reason = reason
+        self._addrs = []
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._sock is not None:
+            self._reactor._remove_writer(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        self._reactor._resources.discard(self)
+        # Report from the loop, never from inside connect_tcp() itself.
+        self._reactor.call_soon(self._report_failure, reason)
+
+    def _report_failure(self, reason: BaseException) -> None:
+        told = False
+        failed = getattr(self._factory, "client_connection_failed", None)
+        for callback, args in ((failed, (self, reason)), (self._on_failure, (reason,))):
+            if callback is not None:
+                told = True
+                try:
+                    callback(*args)
+                except Exception as exc:
+                    self._reactor._report_error(
+                        {"message": "exception in a connection-failure callback", "exception": exc}
+                    )
+        if not told:
+            log.warning("connection to %s:%s failed: %s", self.host, self.port, reason)
+        _factory_hook(self._factory, "do_stop", self._reactor)
+
+
+def _connect_error(err: int, host: str, port: int) -> OSError:
+    message = f"connect to {host}:{port} failed: {errno.errorcode.get(err, err)}"
+    if err == errno.ECONNREFUSED:
+        return ConnectionRefusedError(err, message + " (nothing listens there)")
+    if err == errno.ETIMEDOUT:
+        return TimeoutError(err, message)
+    return OSError(err, message)
+
+
+def connect_tcp(
+    reactor: Reactor,
+    host: str,
+    port: int,
+    factory: FactoryArg,
+    *,
+    timeout: float | None = 30.0,
+    on_connect: Callable[[Any], object] | None = None,
+    on_failure: Callable[[BaseException], object] | None = None,
+) -> Connector:
+    """Start connecting; returns at once. See :class:`Connector`."""
+    connector = Connector(reactor, host, port, factory, timeout, on_connect, on_failure)
+    connector._start()
+    return connector
