@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["ERROR", "HANGUP", "INVALID", "READ", "WRITE", "Poller"]
+__all__ = ["ERROR", "HANGUP", "INVALID", "MAX_TIMEOUT", "READ", "WRITE", "Poller"]
 
 READ = 0x001  # EPOLLIN / POLLIN
 WRITE = 0x004  # EPOLLOUT / POLLOUT
@@ -23,6 +23,12 @@ INVALID = 0x020  # POLLNVAL: the fd is not open (it was closed while registered)
 READ_BITS = READ | ERROR | HANGUP | INVALID
 #: Bits that mean "call the writer": send() will report the error.
 WRITE_BITS = WRITE | ERROR | HANGUP | INVALID
+
+#: The longest one wait may be, in seconds. Longer timeouts are cut to this:
+#: epoll and poll take a C int of milliseconds (24.8 days) and raise
+#: OverflowError beyond it, so a timer a month away would crash the loop.
+#: Waking early is allowed ("up to"); the reactor just waits again.
+MAX_TIMEOUT = 86400.0
 
 
 class Poller(Protocol):
@@ -42,6 +48,8 @@ class Poller(Protocol):
 
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:
         """Wait up to ``timeout`` seconds (None: forever) for readiness.
+
+        A negative timeout counts as 0; one above MAX_TIMEOUT as MAX_TIMEOUT.
 
         Returns ``(fd, bits)`` pairs. An interrupted wait (EINTR) returns an
         empty list instead of raising, so the reactor can run signal handlers.

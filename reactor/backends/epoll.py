@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import select
 
+from reactor.backends.base import MAX_TIMEOUT
+
 __all__ = ["EpollPoller"]
 
 
@@ -36,12 +38,18 @@ class EpollPoller:
             pass
 
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:
-        # epoll.poll treats -1 as "forever"; Python rounds a float timeout up to
-        # whole milliseconds, so a timer is never woken early. EINTR is retried
-        # inside CPython (PEP 475), but only until a signal handler raises; we
-        # also never let it out.
+        # epoll.poll treats -1 (and any negative timeout) as "forever"; Python
+        # rounds a float timeout up to whole milliseconds, so a timer is never
+        # woken early. EINTR is retried inside CPython (PEP 475), but only
+        # until a signal handler raises; we also never let it out.
+        if timeout is None:
+            timeout = -1.0
+        elif timeout > MAX_TIMEOUT:
+            timeout = MAX_TIMEOUT  # epoll_wait takes an int of milliseconds
+        elif timeout < 0.0:
+            timeout = 0.0
         try:
-            return self._epoll.poll(-1 if timeout is None else timeout, self._max_events)
+            return self._epoll.poll(timeout, self._max_events)
         except InterruptedError:
             return []
 

@@ -11,11 +11,12 @@ against an emulation of ``select.kqueue``.
 
 from __future__ import annotations
 
+import errno
 import select
 from types import ModuleType
 from typing import Any
 
-from reactor.backends.base import ERROR, READ, WRITE
+from reactor.backends.base import ERROR, MAX_TIMEOUT, READ, WRITE
 
 __all__ = ["KqueuePoller"]
 
@@ -42,7 +43,10 @@ class KqueuePoller:
         self._events[fd] = events
 
     def modify(self, fd: int, events: int) -> None:
-        old = self._events[fd]
+        old = self._events.get(fd)
+        if old is None:
+            # As epoll and poll do (the reactor then registers the fd).
+            raise FileNotFoundError(errno.ENOENT, f"fd {fd} is not registered")
         self._apply(fd, old, events)
         self._events[fd] = events
 
@@ -58,20 +62,49 @@ class KqueuePoller:
 
     def _apply(self, fd: int, old: int, new: int) -> None:
         m = self._m
+        # Every wanted filter is (re-)added, not only the new ones: re-adding is
+        # harmless (it updates the same knote), and if the fd was closed without
+        # being unregistered and its number reused, the kernel has forgotten
+        # the old filters, which the reactor's recovery (register, then
+        # FileExistsError, then modify) relies on getting back. Adds go first.
         changes = []
-        if (old ^ new) & READ:
-            flags = m.KQ_EV_ADD if new & READ else m.KQ_EV_DELETE
-            changes.append(m.kevent(fd, m.KQ_FILTER_READ, flags))
-        if (old ^ new) & WRITE:
-            flags = m.KQ_EV_ADD if new & WRITE else m.KQ_EV_DELETE
-            changes.append(m.kevent(fd, m.KQ_FILTER_WRITE, flags))
-        if changes:
+        deletes = 0
+        if new & READ:
+            changes.append(m.kevent(fd, m.KQ_FILTER_READ, m.KQ_EV_ADD))
+        if new & WRITE:
+            changes.append(m.kevent(fd, m.KQ_FILTER_WRITE, m.KQ_EV_ADD))
+        if old & READ and not new & READ:
+            changes.append(m.kevent(fd, m.KQ_FILTER_READ, m.KQ_EV_DELETE))
+            deletes += 1
+        if old & WRITE and not new & WRITE:
+            changes.append(m.kevent(fd, m.KQ_FILTER_WRITE, m.KQ_EV_DELETE))
+            deletes += 1
+        if not changes:
+            return
+        try:
             self._kq.control(changes, 0, 0)
+        except OSError:
+            if not deletes:
+                raise
+            # The kernel stops at the first change that fails. Apply them one
+            # by one: deleting a filter that is already gone (ENOENT: the fd
+            # was closed and its number reused) leaves what was wanted.
+            for change in changes:
+                try:
+                    self._kq.control([change], 0, 0)
+                except FileNotFoundError:
+                    if not change.flags & m.KQ_EV_DELETE:
+                        raise
 
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:
         m = self._m
         # Each fd can produce two events (read and write filters).
         max_events = 2 * len(self._events) or 1
+        if timeout is not None:
+            if timeout > MAX_TIMEOUT:
+                timeout = MAX_TIMEOUT
+            elif timeout < 0.0:
+                timeout = 0.0  # kqueue.control() raises ValueError
         try:
             kevents = self._kq.control(None, max_events, timeout)
         except InterruptedError:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import select
 
+from reactor.backends.base import MAX_TIMEOUT
+
 __all__ = ["PollPoller"]
 
 
@@ -30,7 +32,11 @@ class PollPoller:
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:
         if timeout is None:
             ms = -1
+        elif timeout <= 0.0:
+            ms = 0  # a negative ms would mean "forever"
         else:
+            if timeout > MAX_TIMEOUT:
+                timeout = MAX_TIMEOUT  # poll() takes an int of milliseconds
             # Round up: waking a millisecond early would make the reactor
             # spin once more just to wait the remainder.
             ms = int(timeout * 1000.0)

@@ -11,7 +11,7 @@ import errno
 import os
 import select
 
-from reactor.backends.base import INVALID, READ, WRITE
+from reactor.backends.base import INVALID, MAX_TIMEOUT, READ, WRITE
 
 __all__ = ["FD_SETSIZE", "SelectPoller"]
 
@@ -52,6 +52,12 @@ class SelectPoller:
         self._writers.discard(fd)
 
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:
+        if timeout is not None:
+            if timeout > MAX_TIMEOUT:
+                timeout = MAX_TIMEOUT
+            elif timeout < 0.0:
+                # select() would raise ValueError, taken below for a closed fd.
+                timeout = 0.0
         try:
             r, w, _ = select.select(self._readers, self._writers, [], timeout)
         except InterruptedError:
