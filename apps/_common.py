@@ -1,0 +1,160 @@
+"""What every app shares: the common options, logging, start-up and shutdown.
+
+Every server app takes ``--host`` (127.0.0.1 unless asked), ``--port`` (0 picks
+a free one), ``--backend`` and ``--log-level``; prints one line saying where it
+listens and with which backend; and stops gracefully on SIGINT and SIGTERM:
+stop accepting, let the app say goodbye, flush pending writes up to a short
+deadline, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn
+
+from reactor import Reactor, available_backends
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_USAGE",
+    "GracefulShutdown",
+    "add_common_options",
+    "die",
+    "make_reactor",
+    "print_listening",
+    "setup_logging",
+]
+
+#: Exit codes: 1 for a failure at run time (port in use), 2 for bad arguments.
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def add_common_options(
+    parser: argparse.ArgumentParser, *, default_port: int, server: bool = True
+) -> None:
+    """Add --host, --port, --backend and --log-level to ``parser``."""
+    if server:
+        parser.add_argument(
+            "--host",
+            default="127.0.0.1",
+            help="address to listen on (default: 127.0.0.1, loopback only; 0.0.0.0 or :: for all)",
+        )
+        parser.add_argument(
+            "--port",
+            type=_port,
+            default=default_port,
+            help=f"port to listen on; 0 picks a free one and prints it (default: {default_port})",
+        )
+    parser.add_argument(
+        "--backend",
+        choices=available_backends(),
+        default=None,
+        help="readiness backend (default: $REACTOR_BACKEND or the best available)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="how much to log to stderr (default: WARNING)",
+    )
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0 to 65535, got {value}")
+    return value
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def die(prog: str, message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """Print ``prog: message`` to stderr and exit with ``code`` (no traceback)."""
+    print(f"{prog}: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def make_reactor(prog: str, args: argparse.Namespace) -> Reactor:
+    try:
+        return Reactor(backend=args.backend)
+    except ValueError as exc:
+        die(prog, str(exc), EXIT_USAGE)
+
+
+def print_listening(what: str, address: Any, reactor: Reactor) -> None:
+    """The one start-up line: where the server listens and which backend it uses."""
+    if isinstance(address, tuple):
+        host, port = address[0], address[1]
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    else:
+        where = str(address)
+    print(f"{what} listening on {where} (backend {reactor.backend})", flush=True)
+
+
+class GracefulShutdown:
+    """Stops a server cleanly on SIGINT/SIGTERM.
+
+    On the first signal: ``close_listeners()`` stop accepting, ``goodbye()``
+    lets the app tell its clients, then every open transport is closed (which
+    flushes it) and the reactor stops once they are all gone or after
+    ``deadline`` seconds, whichever comes first. A second signal stops at once.
+    """
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        *,
+        listeners: Iterable[Any] = (),
+        transports: Callable[[], Iterable[Any]] = lambda: (),
+        goodbye: Callable[[], object] | None = None,
+        deadline: float = 2.0,
+    ) -> None:
+        self.reactor = reactor
+        self.listeners = list(listeners)
+        self.transports = transports
+        self.goodbye = goodbye
+        self.deadline = deadline
+        self.stopping = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            reactor.add_signal_handler(sig, self.shutdown)
+
+    def shutdown(self) -> None:
+        if self.stopping:
+            self.reactor.stop()
+            return
+        self.stopping = True
+        logging.getLogger("apps").info("shutting down")
+        for listener in self.listeners:
+            listener.close()
+        if self.goodbye is not None:
+            try:
+                self.goodbye()
+            except Exception:
+                logging.getLogger("apps").exception("error while saying goodbye")
+        for transport in list(self.transports()):
+            transport.close()
+        self.reactor.call_later(self.deadline, self.reactor.stop)
+        self._wait_for_flush()
+
+    def _wait_for_flush(self) -> None:
+        if any(not _is_gone(t) for t in self.transports()):
+            self.reactor.call_later(0.02, self._wait_for_flush)
+        else:
+            self.reactor.stop()
+
+
+def _is_gone(transport: Any) -> bool:
+    closing = getattr(transport, "is_closing", None)
+    size = getattr(transport, "get_write_buffer_size", None)
+    return bool(closing and closing() and (size is None or size() == 0))

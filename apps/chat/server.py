@@ -1,0 +1,602 @@
+"""The chat server: one room, line-based, UTF-8 (see ``docs/chat-protocol.md``).
+
+:class:`ChatRoom` is the shared state (who is connected, who has which nick)
+and the factory that makes one :class:`ChatSession` per connection. The
+policies that keep one client from hurting the others live here too:
+
+* lines are capped (an over-long line is answered with an error and skipped)
+  and must be valid UTF-8 without terminal control characters;
+* each client's output buffer is capped: a client that stops reading is cut
+  off once the bytes waiting for it pass ``max_output``, so it cannot grow
+  the server's memory or hold up anyone else;
+* a client quiet for ``ping_interval`` gets ``PING`` and is dropped if
+  nothing comes back within ``ping_timeout``; a connection that never sets a
+  nick is closed after ``nick_timeout``;
+* connections in total and per IP address are capped by
+  :class:`protocols.policies.ConnectionLimiter` (see :func:`make_factory`).
+
+Broadcasts are batched: lines for the room are queued and written once per
+turn of the loop, joined into one bytes object that every member gets as is.
+Under load this turns thousands of small writes per client into a few large
+ones, and each line is encoded once whatever the number of members. Replies
+to one client (errors, ``/who``, private messages) flush the queue first, so
+every client sees lines in the order the server produced them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, cast
+
+from apps._common import EXIT_ERROR, GracefulShutdown, die, make_reactor, print_listening
+from apps.chat import wire
+from protocols.framing import LineReceiver
+from protocols.policies import ConnectionLimiter
+from reactor import Address, FactoryArg, Handle, TimerHandle
+
+__all__ = [
+    "ChatConfig",
+    "ChatRoom",
+    "ChatSession",
+    "add_server_options",
+    "make_factory",
+    "run_server",
+]
+
+log = logging.getLogger("apps.chat")
+
+EOL = b"\r\n"
+_PING_LINE = wire.PING.encode() + EOL
+_PONG_LINE = wire.PONG.encode() + EOL
+
+HELP = [
+    "commands (a line that does not start with / is a message to the room):",
+    "/nick NAME       set or change your nick (needed before you can talk)",
+    "/who             list who is in the room",
+    "/me ACTION       act: '/me waves' shows '*NAME* waves'",
+    "/msg NICK TEXT   private message to NICK",
+    "/quit [REASON]   leave",
+    "/help            this list",
+    "//TEXT           a message that starts with '/'",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatConfig:
+    """The server's limits and timers (the defaults are the command line's)."""
+
+    #: Longest line accepted, in bytes, not counting the line end.
+    max_line: int = 2048
+    #: Bytes that may wait for one client before it is dropped as not reading.
+    max_output: int = 1024 * 1024
+    #: Send PING after this many seconds without hearing from a client.
+    ping_interval: float = 30.0
+    #: Drop a client that sends nothing for this long after a PING.
+    ping_timeout: float = 30.0
+    #: Close a connection that has not set a nick after this many seconds.
+    nick_timeout: float = 60.0
+    #: Connections in total and per IP address; 0 means no limit.
+    max_clients: int = 1000
+    max_per_ip: int = 20
+
+
+class ClockLike(Protocol):
+    """The timer API the server needs: the reactor's, or the fake Clock's in tests."""
+
+    def time(self) -> float: ...
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> Handle: ...
+    def call_later(
+        self, delay: float, callback: Callable[..., object], *args: Any
+    ) -> TimerHandle: ...
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> TimerHandle: ...
+
+
+def _line(text: str) -> bytes:
+    return text.encode("utf-8") + EOL
+
+
+class ChatRoom:
+    """The room: every connection, the nick table, and the broadcast queue.
+
+    It is the factory too (``build_protocol(addr)``), so ``listen_tcp`` or
+    :func:`make_factory` take it directly.
+    """
+
+    def __init__(self, clock: ClockLike, config: ChatConfig | None = None) -> None:
+        self.clock = clock
+        self.config = config or ChatConfig()
+        #: Every open connection, nick or not, in connection order.
+        self.sessions: dict[ChatSession, None] = {}
+        #: The members (sessions with a nick), by case-folded nick, in join order.
+        self.members: dict[str, ChatSession] = {}
+        self.closing = False
+        self._pending: list[bytes] = []
+        self._late: dict[ChatSession, int] = {}  # joined mid-batch: where its share starts
+        self._flush_handle: Handle | None = None
+        self._flushing = False
+
+    # ------------------------------------------------------------ factory
+
+    def build_protocol(self, addr: Address) -> ChatSession:
+        """A session for a new connection from ``addr`` (it joins the room with /nick)."""
+        return ChatSession(self, addr)
+
+    # ---------------------------------------------------------- membership
+
+    def find(self, nick: str) -> ChatSession | None:
+        """The member called ``nick`` (case-insensitive), if any."""
+        return self.members.get(nick.casefold())
+
+    def nicks(self) -> list[str]:
+        """The members' nicks, sorted case-insensitively."""
+        return sorted((s.nick for s in self.members.values() if s.nick), key=str.casefold)
+
+    def join(self, session: ChatSession, nick: str) -> None:
+        """``session`` took its first nick: it is in the room from now on."""
+        if self._pending:
+            # What is queued was said before the join: not for the newcomer.
+            # (Noting where its share starts, rather than flushing now, keeps
+            # a burst of joins from costing a write per member per join.)
+            self._late[session] = len(self._pending)
+        self.members[nick.casefold()] = session
+        self.broadcast(wire.event(f"{nick} joined"))
+        log.info("%s joined from %s", nick, session.addr)
+
+    def rename(self, session: ChatSession, old: str, new: str) -> None:
+        """A member changed its nick (``session.nick`` is already ``new``)."""
+        del self.members[old.casefold()]
+        self.members[new.casefold()] = session
+        self.broadcast(wire.event(f"{old} is now known as {new}"))
+
+    def leave(self, session: ChatSession, how: str | None) -> None:
+        """``session`` is out of the room (it may still be flushing a last reply)."""
+        nick = session.nick
+        if nick is None or self.members.get(nick.casefold()) is not session:
+            return
+        self.flush()  # the leaver still gets what was said before it left
+        del self.members[nick.casefold()]
+        log.info("%s left%s", nick, f" ({how})" if how else "")
+        if not self.closing:
+            self.broadcast(wire.event(f"{nick} left" + (f" ({how})" if how else "")))
+
+    # ---------------------------------------------------------- broadcasting
+
+    def broadcast(self, text: str) -> None:
+        """Queue ``text`` for every member; it is written at the end of this turn."""
+        self._pending.append(_line(text))
+        if self._flush_handle is None:
+            self._flush_handle = self.clock.call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_handle = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the queued broadcast lines to every member: one join, one write each."""
+        if self._flushing:
+            return  # the loop below picks up what is queued meanwhile
+        self._flushing = True
+        try:
+            pending = self._pending
+            while pending:
+                batch = pending[:]
+                pending.clear()
+                data = b"".join(batch)
+                late, self._late = self._late, {}
+                for session in list(self.members.values()):
+                    start = late.get(session) if late else None
+                    session.deliver(data if start is None else b"".join(batch[start:]))
+        finally:
+            self._flushing = False
+
+    # ----------------------------------------------------------- shutting down
+
+    def transports(self) -> Iterator[Any]:
+        """The transports of every open connection (for GracefulShutdown)."""
+        return (s.transport for s in list(self.sessions))
+
+    def goodbye(self) -> None:
+        """Tell every connection, nick or not, that the server is going away."""
+        self.flush()
+        self.closing = True
+        data = _line(wire.event("server is going away"))
+        for session in list(self.sessions):
+            session.stop_timers()
+            session.deliver(data)
+
+
+class ChatSession(LineReceiver):
+    """One connection: parses its lines, runs its commands, watches its health."""
+
+    delimiter = b"\n"
+
+    def __init__(self, room: ChatRoom, addr: Address) -> None:
+        super().__init__()
+        self.room = room
+        self.clock = room.clock
+        self.config = room.config
+        # One more byte than the limit, for the '\r' of a '\r\n' line end.
+        self.max_line_length = self.config.max_line + 1
+        self.addr = addr
+        self.nick: str | None = None
+        self._left = False
+        self._heard = False  # something arrived since the last PING
+        self._last_heard = 0.0
+        self._ping_out = False  # a PING is waiting for an answer
+        self._heartbeat: TimerHandle | None = None
+        self._nick_timer: TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"<ChatSession {self.nick or '(no nick)'} {self.addr!r}>"
+
+    # --------------------------------------------------------- connection
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        room = self.room
+        room.sessions[self] = None
+        now = self.clock.time()
+        self._last_heard = now
+        self._heartbeat = self.clock.call_at(now + self.config.ping_interval, self._heartbeat_due)
+        self._nick_timer = self.clock.call_later(self.config.nick_timeout, self._nick_expired)
+        if room.closing:
+            self.send(wire.event("server is going away"))
+            self.transport.close()
+            return
+        self.send(
+            wire.info(
+                f"welcome to reactor-chat ({len(room.members)} online); "
+                "choose a nick with /nick NAME, /help lists the commands"
+            )
+        )
+
+    def data_received(self, data: bytes) -> None:
+        # Any traffic proves the client is alive, not only PONG.
+        self._heard = True
+        self._last_heard = self.clock.time()
+        super().data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self.buffer_size:
+            # A last line without a line end still counts.
+            self.data_received(self.delimiter)
+        self._leave(None)
+        return None  # close our side too
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self._leave(None if exc is None else "connection lost")
+        self.room.sessions.pop(self, None)
+
+    def stop_timers(self) -> None:
+        """Cancel the heartbeat and the nick timeout (leaving, or the server stopping)."""
+        for timer in (self._heartbeat, self._nick_timer):
+            if timer is not None:
+                timer.cancel()
+        self._heartbeat = self._nick_timer = None
+
+    def _leave(self, how: str | None) -> None:
+        """Leave the room (once): stop the timers and tell the others."""
+        if self._left:
+            return
+        self._left = True
+        self.stop_timers()
+        self.room.leave(self, how)
+
+    def _end(self) -> None:
+        """Close, flushing what is buffered, unless the client is not reading it."""
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
+        else:
+            self.transport.close()
+
+    # ------------------------------------------------------------- output
+
+    def send(self, text: str) -> None:
+        """Send one line to this client only (after what is queued for the room)."""
+        self.room.flush()
+        self.deliver(_line(text))
+
+    def deliver(self, data: bytes) -> None:
+        """Write ``data``; drop the client if too much is now waiting for it."""
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.config.max_output:
+            self._overflow()
+
+    def _overflow(self) -> None:
+        size = self.transport.get_write_buffer_size()
+        log.info("%r: %d bytes waiting, over the cap: dropping it", self, size)
+        self._leave("dropped: not reading")
+        # It is not reading: a goodbye would only queue behind the rest.
+        self.transport.abort()
+
+    # ------------------------------------------------------------- timers
+
+    def _heartbeat_due(self) -> None:
+        self._heartbeat = None
+        clock, config = self.clock, self.config
+        if self._ping_out:
+            self._ping_out = False
+            if not self._heard:
+                self._leave("ping timeout")
+                self.send(wire.error(f"no answer to PING within {config.ping_timeout:g} s"))
+                self._end()
+                return
+        now = clock.time()
+        due = self._last_heard + config.ping_interval
+        if now < due:
+            self._heartbeat = clock.call_at(due, self._heartbeat_due)
+            return
+        self._heard = False
+        self._ping_out = True
+        self.room.flush()
+        self.deliver(_PING_LINE)
+        if not self._left:
+            self._heartbeat = clock.call_later(config.ping_timeout, self._heartbeat_due)
+
+    def _nick_expired(self) -> None:
+        self._nick_timer = None
+        if self.nick is None and not self._left:
+            self._leave(None)
+            self.send(wire.error(f"no nick set within {self.config.nick_timeout:g} s; closing"))
+            self._end()
+
+    # -------------------------------------------------------------- input
+
+    def line_length_exceeded(self, line: bytes) -> None:
+        # Keep the connection: LineReceiver skips the rest of this line.
+        self.send(wire.error(f"line too long (limit {self.config.max_line} bytes); discarded"))
+
+    def line_received(self, line: bytes) -> None:
+        if self._left:
+            return
+        while line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > self.config.max_line:
+            self.line_length_exceeded(line)
+            return
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            self.send(wire.error("invalid UTF-8; line discarded"))
+            return
+        if wire.has_control(text):
+            self.send(wire.error("control characters are not allowed; line discarded"))
+            return
+        if not text or text.isspace():
+            return
+        if text[0] == "/":
+            if text.startswith("//"):
+                self._say(text[1:])
+            else:
+                self._command(text)
+        elif text == wire.PONG:
+            pass  # data_received already noted that the client is alive
+        elif text == wire.PING:
+            self.room.flush()
+            self.deliver(_PONG_LINE)
+        else:
+            self._say(text)
+
+    def _say(self, text: str) -> None:
+        if self.nick is None:
+            self.send(wire.error("set a nick first with /nick NAME"))
+            return
+        self.room.broadcast(wire.message(self.nick, text))
+
+    def _command(self, text: str) -> None:
+        name, _, rest = text[1:].partition(" ")
+        handler = self._COMMANDS.get(name.lower())
+        if handler is None:
+            self.send(wire.error(f"unknown command /{name} (/help lists them)"))
+            return
+        handler(self, rest.strip())
+
+    def _cmd_nick(self, arg: str) -> None:
+        if not arg:
+            self.send(wire.error("usage: /nick NAME"))
+            return
+        problem = wire.nick_problem(arg)
+        if problem is not None:
+            self.send(wire.error(f"invalid nick {arg!r}: {problem}"))
+            return
+        holder = self.room.find(arg)
+        if holder is not None and holder is not self:
+            self.send(wire.error(f"nick {arg} is taken"))
+            return
+        old = self.nick
+        if old == arg:
+            self.send(wire.info(f"you are already {arg}"))
+            return
+        self.nick = arg
+        if old is None:
+            if self._nick_timer is not None:
+                self._nick_timer.cancel()
+                self._nick_timer = None
+            self.room.join(self, arg)
+        else:
+            self.room.rename(self, old, arg)
+
+    def _cmd_who(self, arg: str) -> None:
+        nicks = self.room.nicks()
+        self.send(wire.info(f"{len(nicks)} online: {', '.join(nicks)}"))
+
+    def _cmd_me(self, arg: str) -> None:
+        if self.nick is None:
+            self.send(wire.error("set a nick first with /nick NAME"))
+        elif not arg:
+            self.send(wire.error("usage: /me ACTION"))
+        else:
+            self.room.broadcast(wire.action(self.nick, arg))
+
+    def _cmd_msg(self, arg: str) -> None:
+        target_nick, _, body = arg.partition(" ")
+        body = body.lstrip(" ")
+        if self.nick is None:
+            self.send(wire.error("set a nick first with /nick NAME"))
+        elif not target_nick or not body:
+            self.send(wire.error("usage: /msg NICK TEXT"))
+        elif (target := self.room.find(target_nick)) is None or target.nick is None:
+            self.send(wire.error(f"no such nick: {target_nick}"))
+        else:
+            target.send(wire.private_in(self.nick, body))
+            self.send(wire.private_out(target.nick, body))
+
+    def _cmd_quit(self, arg: str) -> None:
+        self._leave(f"quit: {arg}" if arg else "quit")
+        self.send(wire.info("bye"))
+        self.transport.close()
+
+    def _cmd_help(self, arg: str) -> None:
+        for text in HELP:
+            self.send(wire.info(text))
+
+    _COMMANDS: ClassVar[dict[str, Callable[[ChatSession, str], None]]] = {
+        "nick": _cmd_nick,
+        "who": _cmd_who,
+        "me": _cmd_me,
+        "msg": _cmd_msg,
+        "quit": _cmd_quit,
+        "help": _cmd_help,
+    }
+
+
+# ------------------------------------------------------------------ the app
+
+FULL_MESSAGE = _line(wire.error("server full (too many connections); try again later"))
+PER_IP_MESSAGE = _line(wire.error("too many connections from your address"))
+
+
+def make_factory(room: ChatRoom) -> ConnectionLimiter:
+    """The room behind the connection limits (the rejected get an error line, then a close)."""
+    config = room.config
+    return ConnectionLimiter(
+        room,
+        max_total=config.max_clients or None,
+        max_per_ip=config.max_per_ip or None,
+        message=FULL_MESSAGE,
+        per_ip_message=PER_IP_MESSAGE,
+    )
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """The chat server's own options (limits and timers), with safe defaults."""
+    d = ChatConfig()
+    group = parser.add_argument_group("limits and timers")
+    group.add_argument(
+        "--max-line",
+        type=_int_at_least(16),
+        default=d.max_line,
+        metavar="BYTES",
+        help="longest line accepted, without its line end; a longer one gets an error "
+        f"line and is discarded, the connection stays (default: {d.max_line})",
+    )
+    group.add_argument(
+        "--max-output",
+        type=_int_at_least(1024),
+        default=d.max_output,
+        metavar="BYTES",
+        help="bytes that may wait to be sent to one client; a client that stops reading "
+        f"is disconnected once this is passed (default: {d.max_output})",
+    )
+    group.add_argument(
+        "--max-clients",
+        type=_int_at_least(0),
+        default=d.max_clients,
+        metavar="N",
+        help="connections at once in total; over it a newcomer gets an error line and "
+        f"is closed; 0 for no limit (default: {d.max_clients})",
+    )
+    group.add_argument(
+        "--max-per-ip",
+        type=_int_at_least(0),
+        default=d.max_per_ip,
+        metavar="N",
+        help="connections at once from one IP address, likewise; 0 for no limit "
+        f"(default: {d.max_per_ip})",
+    )
+    group.add_argument(
+        "--ping-interval",
+        type=_positive_float,
+        default=d.ping_interval,
+        metavar="SECONDS",
+        help="send PING to a client quiet for this long (default: %(default)g)",
+    )
+    group.add_argument(
+        "--ping-timeout",
+        type=_positive_float,
+        default=d.ping_timeout,
+        metavar="SECONDS",
+        help="disconnect a client that sends nothing (not even PONG) this long after "
+        "a PING (default: %(default)g)",
+    )
+    group.add_argument(
+        "--nick-timeout",
+        type=_positive_float,
+        default=d.nick_timeout,
+        metavar="SECONDS",
+        help="disconnect a connection that has not set a nick after this long "
+        "(default: %(default)g)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> ChatConfig:
+    return ChatConfig(
+        max_line=args.max_line,
+        max_output=args.max_output,
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout,
+        nick_timeout=args.nick_timeout,
+        max_clients=args.max_clients,
+        max_per_ip=args.max_per_ip,
+    )
+
+
+def run_server(prog: str, args: argparse.Namespace) -> int:
+    """Listen, print where, serve until SIGINT/SIGTERM, then say goodbye and exit 0."""
+    config = config_from_args(args)
+    with make_reactor(prog, args) as reactor:
+        room = ChatRoom(reactor, config)
+        try:
+            # The cast: ConnectionLimiter.build_protocol may return None (a refusal,
+            # which the listener handles), but FactoryArg does not say so.
+            factory = cast(FactoryArg, make_factory(room))
+            listener = reactor.listen_tcp(args.port, factory, host=args.host)
+        except OSError as exc:
+            die(prog, exc.strerror or str(exc), EXIT_ERROR)
+        print_listening("chat server", listener.address, reactor)
+        GracefulShutdown(
+            reactor, listeners=[listener], transports=room.transports, goodbye=room.goodbye
+        )
+        reactor.run()
+        listener.close()
+    return 0
