@@ -1,20 +1,35 @@
 """A TCP echo server: every byte received is sent back.
 
 It is also the benchmark target, so the protocol is as lean as it can be:
-``data_received`` is one ``write``.
+``data_received`` is one ``write``. With ``--udp`` the same port number also
+answers UDP: each datagram is sent back to its sender.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
-import signal
 import sys
 from typing import Any
 
-from reactor import Reactor, available_backends
+from apps._common import (
+    EXIT_ERROR,
+    GracefulShutdown,
+    add_common_options,
+    die,
+    make_reactor,
+    print_listening,
+    setup_logging,
+)
+from reactor import DatagramTransport, Listener, Reactor
 
-__all__ = ["Echo", "main"]
+__all__ = ["Echo", "EchoDatagram", "main"]
+
+PROG = "reactor-echo"
+DEFAULT_PORT = 8007
+
+log = logging.getLogger("apps.echo")
 
 
 class Echo:
@@ -44,30 +59,111 @@ class Echo:
         self.transport.resume_reading()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="reactor-echo", description=__doc__)
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+class _TrackedEcho(Echo):
+    """The server's Echo: also keeps itself in a set of live transports for shutdown.
+
+    ``data_received`` is inherited unchanged (one write).
+    """
+
+    __slots__ = ("_live",)
+
+    def __init__(self, live: set[Any]) -> None:
+        self._live = live
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self._live.add(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._live.discard(self.transport)
+
+
+class EchoDatagram:
+    """Sends each UDP datagram back to where it came from."""
+
+    transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.transport.sendto(data, addr)
+
+    def error_received(self, exc: OSError) -> None:
+        log.debug("UDP echo: %s", exc)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        pass
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="A TCP echo server: every byte a client sends is sent back to it.",
+        epilog="Stop it with Ctrl-C or SIGTERM: it stops accepting, flushes what it "
+        "owes each client, closes their connections and exits 0.",
     )
+    add_common_options(parser, default_port=DEFAULT_PORT)
     parser.add_argument(
-        "--port", type=int, default=8007, help="port (0 picks a free one; default 8007)"
+        "--udp",
+        action="store_true",
+        help="also echo UDP datagrams on the same port number (TCP keeps running "
+        "alongside; with --port 0 both get the same free port)",
     )
-    parser.add_argument("--backend", choices=available_backends(), help="readiness backend")
-    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    with Reactor(backend=args.backend) as reactor:
+    return parser
+
+
+def _listen(
+    reactor: Reactor, args: argparse.Namespace, live: set[Any]
+) -> tuple[Listener, DatagramTransport | None]:
+    """Listen on TCP (and UDP with --udp) on one port number; OSError if it is taken."""
+
+    def factory() -> _TrackedEcho:
+        return _TrackedEcho(live)
+
+    # With --port 0 the TCP port is chosen first; if that number happens to be
+    # taken for UDP, try another.
+    attempts = 20 if args.udp and args.port == 0 else 1
+    for attempt in range(attempts):
+        listener = reactor.listen_tcp(args.port, factory, host=args.host)
+        if not args.udp:
+            return listener, None
         try:
-            listener = reactor.listen_tcp(args.port, Echo, host=args.host)
+            udp = reactor.listen_udp(listener.port, EchoDatagram(), host=args.host)
         except OSError as exc:
-            print(f"reactor-echo: {exc}", file=sys.stderr)
-            return 1
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            reactor.add_signal_handler(sig, reactor.stop)
-        host, port = listener.address[:2]
-        print(f"echo server listening on {host}:{port} (backend {reactor.backend})", flush=True)
+            listener.close()
+            if exc.errno == errno.EADDRINUSE and attempt + 1 < attempts:
+                continue
+            raise
+        return listener, udp
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the echo server until SIGINT/SIGTERM; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    reactor = make_reactor(PROG, args)
+    with reactor:
+        live: set[Any] = set()
+        try:
+            listener, udp = _listen(reactor, args, live)
+        except OSError as exc:
+            die(PROG, exc.strerror or str(exc), EXIT_ERROR)
+        GracefulShutdown(
+            reactor,
+            listeners=[listener],
+            transports=lambda: [*live, udp] if udp is not None else list(live),
+        )
+        what = "echo server (TCP and UDP)" if udp is not None else "echo server"
+        print_listening(what, listener.address, reactor)
         reactor.run()
-        listener.close()
     return 0
 
 

@@ -1,0 +1,279 @@
+"""Command line: ``python -m apps.files serve|get|list ...`` (or ``reactor-files``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+from typing import cast
+
+from apps._common import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    GracefulShutdown,
+    add_common_options,
+    die,
+    make_reactor,
+    print_listening,
+    setup_logging,
+)
+from apps.files.client import GetClient, ListClient, Outcome, stderr_progress
+from apps.files.server import FileServerFactory, FileService
+from protocols.policies import ConnectionLimiter
+from reactor import FactoryArg
+
+PROG = "reactor-files"
+DEFAULT_PORT = 8011
+
+_RATE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]?)(?:i?B)?(?:/s)?\Z")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1 to 65535, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    """``500K``, ``8M``, ``1.5G`` (binary multiples) bytes per second."""
+    match = _RATE.match(text.strip())
+    if match is None or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"not a rate: {text!r} (bytes per second, e.g. 500K, 8M or 1G)"
+        )
+    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[match.group(2).lower()]
+    return float(match.group(1)) * scale
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Serve the files under a directory over TCP, and download them with "
+        "end-to-end SHA-256 verification and resumable transfers. The protocol is in "
+        "docs/apps-files.md.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve the files under a directory",
+        description="Serve the regular files under --root. Names with '..', absolute "
+        "paths, symlinks that lead outside the root, directories and devices are refused "
+        "with a message to the client. Files are streamed a chunk at a time, so memory "
+        "use does not grow with file size; SHA-256s are computed in a worker thread and "
+        "cached. SIGINT/SIGTERM stop accepting, tell waiting clients, and exit 0.",
+    )
+    serve.add_argument(
+        "--root",
+        default=".",
+        metavar="DIR",
+        help="the directory whose files are served (default: the current directory)",
+    )
+    add_common_options(serve, default_port=DEFAULT_PORT)
+    serve.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=256,
+        metavar="N",
+        help="serve at most N connections at once; more are told to retry (default: 256)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="close a connection with no request or no progress for this long (default: 30)",
+    )
+
+    get = sub.add_parser(
+        "get",
+        help="download a file",
+        description="Download NAME to OUT.part, verify its SHA-256, then rename it to OUT. "
+        "A progress bar is shown on stderr when it is a terminal; a one-line summary is "
+        "printed at the end. Exits 0 once the file is in place, 1 on any failure (an "
+        "interrupted download keeps OUT.part for --resume).",
+    )
+    get.add_argument("host", metavar="HOST", help="the server's host name or address")
+    get.add_argument("port", metavar="PORT", type=_port, help="the server's port")
+    get.add_argument("name", metavar="NAME", help="the file's name under the server's root")
+    get.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="where to save it (default: NAME's last component, in the current "
+        "directory; an existing directory means 'in there')",
+    )
+    get.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT.part, left by an interrupted download",
+    )
+    get.add_argument(
+        "--limit-rate",
+        type=_rate,
+        metavar="RATE",
+        help="read at most RATE bytes per second (e.g. 500K, 8M)",
+    )
+    get.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up after this long without data (default: 30)",
+    )
+    add_common_options(get, default_port=DEFAULT_PORT, server=False)
+
+    list_ = sub.add_parser(
+        "list",
+        help="list the files a server serves",
+        description="Print the size and name of each file the server serves.",
+    )
+    list_.add_argument("host", metavar="HOST", help="the server's host name or address")
+    list_.add_argument("port", metavar="PORT", type=_port, help="the server's port")
+    list_.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up after this long without data (default: 30)",
+    )
+    add_common_options(list_, default_port=DEFAULT_PORT, server=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the file server, or one download or listing; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        if args.command == "serve":
+            return serve(args)
+        return run_client(args)
+    except BrokenPipeError:
+        return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    if not os.path.isdir(args.root):
+        die(PROG, f"--root {args.root!r} is not a directory", EXIT_USAGE)
+    reactor = make_reactor(PROG, args)
+    with reactor:
+        service = FileService(reactor, args.root, idle_timeout=args.idle_timeout)
+        factory = ConnectionLimiter(
+            FileServerFactory(service),
+            max_total=args.max_connections,
+            message=b"ERR too many connections; try again later\n",
+        )
+        try:
+            # cast: ConnectionLimiter.build_protocol may return None (a refusal, which
+            # the listener supports), but ProtocolFactoryInterface does not say so.
+            listener = reactor.listen_tcp(args.port, cast(FactoryArg, factory), host=args.host)
+        except OSError as exc:
+            die(PROG, exc.strerror or str(exc), EXIT_ERROR)
+        GracefulShutdown(
+            reactor,
+            listeners=[listener],
+            transports=service.transports,
+            goodbye=service.goodbye,
+        )
+        print_listening(f"file server for {service.root}", listener.address, reactor)
+        try:
+            reactor.run()
+        finally:
+            service.close()
+    return 0
+
+
+def _output_path(name: str, output: str | None) -> str:
+    base = name.rstrip("/").rsplit("/", 1)[-1]
+    if output is None or os.path.isdir(output):
+        if base in ("", ".", ".."):
+            die(PROG, f"cannot make a file name out of {name!r}: give one with -o", EXIT_USAGE)
+        return os.path.join(output or ".", base)
+    return output
+
+
+def run_client(args: argparse.Namespace) -> int:
+    outcome: list[Outcome] = []
+    reactor = make_reactor(PROG, args)
+    with reactor:
+
+        def done(result: Outcome) -> None:
+            if not outcome:
+                outcome.append(result)
+            reactor.stop()
+
+        client: GetClient | ListClient
+        if args.command == "get":
+            out = _output_path(args.name, args.output)
+            try:
+                client = GetClient(
+                    reactor,
+                    args.name,
+                    out,
+                    resume=args.resume,
+                    on_done=done,
+                    progress=stderr_progress(reactor),
+                    limit_rate=args.limit_rate,
+                    timeout=args.timeout,
+                )
+            except ValueError as exc:
+                die(PROG, str(exc), EXIT_USAGE)
+            except OSError as exc:
+                die(PROG, f"cannot read {out}.part: {exc.strerror}", EXIT_ERROR)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                reactor.add_signal_handler(sig, client.interrupt)
+        else:
+            client = ListClient(reactor, on_done=done, output=_print, timeout=args.timeout)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                reactor.add_signal_handler(sig, reactor.stop)
+
+        def failed(reason: BaseException) -> None:
+            done(Outcome(1, f"cannot connect to {args.host}:{args.port}: {reason}"))
+
+        reactor.connect_tcp(
+            args.host, args.port, lambda: client, timeout=args.timeout, on_failure=failed
+        )
+        reactor.run()
+    if not outcome:
+        return 1  # stopped by a signal before the end
+    result = outcome[0]
+    if result.code:
+        print(f"{PROG}: {result.message}", file=sys.stderr, flush=True)
+    else:
+        print(result.message, flush=True)
+    return result.code
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,540 @@
+"""The file server: serves the regular files under one directory, and nothing else.
+
+How a download goes:
+
+1. The name is checked and opened by :func:`open_under_root`: ``..``,
+   absolute paths, symlinks that lead outside the root, directories,
+   devices, pipes and sockets are refused with a message saying which.
+2. The SHA-256 of the whole file comes from :class:`HashCache`: computed once,
+   in a worker thread (hashing a big file would otherwise stall every other
+   client), and remembered by (device, inode, size, mtime).
+3. The bytes are streamed in :data:`CHUNK`-sized reads driven by the
+   transport's flow control: write a chunk, and stop as soon as the transport
+   calls ``pause_writing``; go on at ``resume_writing``. So a client of any
+   speed costs the server a few chunks of memory, whatever the file's size.
+   (``os.sendfile`` would save a copy, but the transport owns the socket and
+   its buffer; the chunked path keeps the transport's state consistent.)
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import queue
+import stat
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from apps.files.wire import (
+    MAX_LINE,
+    ProtocolError,
+    Request,
+    format_error,
+    format_list_entry,
+    format_ok,
+    parse_request,
+)
+from protocols.framing import LineReceiver
+from protocols.policies import IdleTimeoutMixin
+from reactor.interfaces import Address
+
+__all__ = [
+    "CHUNK",
+    "FileServerFactory",
+    "FileServerProtocol",
+    "FileService",
+    "HashCache",
+    "RefusedError",
+    "Worker",
+    "list_files",
+    "open_under_root",
+]
+
+log = logging.getLogger("apps.files.server")
+
+#: Bytes read from the file and written per step.
+CHUNK = 256 * 1024
+#: At most this much is written per loop turn for one connection, so one fast
+#: client cannot hold the loop while others wait.
+TURN_BUDGET = 4 * 1024 * 1024
+#: Bytes read per step while hashing.
+HASH_CHUNK = 1024 * 1024
+#: LIST answers at most this many files.
+MAX_LIST = 10_000
+
+T = TypeVar("T")
+
+
+class RefusedError(Exception):
+    """A request the server will not serve; the message goes to the client."""
+
+
+# --------------------------------------------------------------------- names
+
+
+def open_under_root(root: str, name: str) -> tuple[int, os.stat_result]:
+    """Open the regular file ``name`` under ``root`` (a resolved path) for reading.
+
+    Returns the file descriptor and its status; raises :class:`RefusedError` with
+    a message for the client otherwise. Symlinks are followed only where they
+    stay inside ``root``.
+    """
+    if "\x00" in name:
+        raise RefusedError("refused: the name contains a NUL character")
+    if name.startswith("/"):
+        raise RefusedError(
+            f"refused: {name!r} is an absolute path; names are relative to the served directory"
+        )
+    parts = name.split("/")
+    if ".." in parts:
+        raise RefusedError(
+            f"refused: {name!r} contains '..'; names may not leave the served directory"
+        )
+    path = os.path.join(root, *(part for part in parts if part not in ("", ".")))
+    real = os.path.realpath(path)
+    if os.path.commonpath([root, real]) != root:
+        raise RefusedError(f"refused: {name!r} leads outside the served directory")
+    try:
+        st = os.stat(real)
+    except (FileNotFoundError, NotADirectoryError):
+        raise RefusedError(f"not found: {name!r}") from None
+    except OSError as exc:
+        raise RefusedError(f"cannot open {name!r}: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise RefusedError(f"refused: {name!r} is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise RefusedError(f"refused: {name!r} is not a regular file (a device, pipe or socket)")
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(real, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RefusedError(f"refused: {name!r} changed while being opened") from None
+        raise RefusedError(f"cannot open {name!r}: {exc.strerror}") from None
+    st2 = os.fstat(fd)
+    if not stat.S_ISREG(st2.st_mode) or (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        raise RefusedError(f"refused: {name!r} changed while being opened")
+    return fd, st2
+
+
+def list_files(root: str, limit: int = MAX_LIST) -> list[tuple[int, str]]:
+    """``(size, name)`` of the regular files under ``root`` that GET would serve, sorted.
+
+    Symlinked directories are not entered; symlinked files are listed if they
+    stay inside the root. Names the protocol cannot carry are left out.
+    """
+    found: list[tuple[int, str]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            full = os.path.join(dirpath, filename)
+            name = os.path.relpath(full, root).replace(os.sep, "/")
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                continue  # not UTF-8 on disk
+            if any(ord(ch) < 32 or ord(ch) == 127 for ch in name) or len(name) > MAX_LINE - 32:
+                continue
+            if os.path.islink(full):
+                real = os.path.realpath(full)
+                if os.path.commonpath([root, real]) != root:
+                    continue
+            try:
+                st = os.stat(full)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found.append((st.st_size, name))
+                if len(found) >= limit:
+                    return sorted(found, key=lambda entry: entry[1])
+    return sorted(found, key=lambda entry: entry[1])
+
+
+# ------------------------------------------------------------- worker threads
+
+
+_Job = tuple[Callable[[], Any], Callable[[Any, BaseException | None], object]]
+
+
+class CancelledError(Exception):
+    """The worker was closed while the job ran."""
+
+
+class Worker:
+    """Runs blocking jobs in a few daemon threads; each result comes back on the loop.
+
+    ``submit(fn, done)`` runs ``fn()`` in a thread, then ``done(result, None)``
+    or ``done(None, exc)`` through ``reactor.call_from_thread``. After
+    :meth:`close`, queued jobs are dropped and running ones see
+    :attr:`closed` set (long jobs check it and stop).
+    """
+
+    def __init__(self, reactor: Any, threads: int = 2) -> None:
+        self.reactor = reactor
+        self.max_threads = threads
+        self.closed = threading.Event()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def submit(
+        self, fn: Callable[[], T], done: Callable[[T | None, BaseException | None], object]
+    ) -> None:
+        """Run ``fn()`` in a worker thread; ``done(result, exc)`` runs on the loop after."""
+        if self.closed.is_set():
+            raise RuntimeError("the worker is closed")
+        self._jobs.put((fn, done))
+        if len(self._threads) < self.max_threads:
+            thread = threading.Thread(target=self._run, name="files-worker", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None or self.closed.is_set():
+                return
+            fn, done = job
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                result = fn()
+            except BaseException as exc:  # delivered to the loop, not lost in the thread
+                error = exc
+            if self.closed.is_set():
+                return
+            try:
+                self.reactor.call_from_thread(done, result, error)
+            except RuntimeError:  # the reactor is closed: nobody is waiting
+                return
+
+    def close(self) -> None:
+        """Stop: running jobs are told (``closed``), queued ones dropped."""
+        self.closed.set()
+        for _ in self._threads:
+            self._jobs.put(None)
+
+
+_HashDone = Callable[[str | None, BaseException | None], object]
+
+
+class FileChangedError(Exception):
+    """The file changed while it was being hashed."""
+
+
+class HashCache:
+    """SHA-256 of files by (device, inode, size, mtime), computed in worker threads.
+
+    Requests for a file being hashed wait for that one computation.
+    """
+
+    def __init__(self, worker: Worker, max_entries: int = 1024) -> None:
+        self.worker = worker
+        self.max_entries = max_entries
+        self._done: OrderedDict[tuple[int, int, int, int], str] = OrderedDict()
+        self._pending: dict[tuple[int, int, int, int], list[_HashDone]] = {}
+        #: How many hashes were computed (not found in the cache).
+        self.computed = 0
+
+    @staticmethod
+    def key(st: os.stat_result) -> tuple[int, int, int, int]:
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def lookup(self, st: os.stat_result) -> str | None:
+        """The cached hash of the file with status ``st``, if there is one."""
+        key = self.key(st)
+        digest = self._done.get(key)
+        if digest is not None:
+            self._done.move_to_end(key)
+        return digest
+
+    def remember(self, st: os.stat_result, digest: str) -> None:
+        """Cache ``digest`` as the hash of the file with status ``st``."""
+        key = self.key(st)
+        self._done[key] = digest
+        self._done.move_to_end(key)
+        while len(self._done) > self.max_entries:
+            self._done.popitem(last=False)
+
+    def compute(self, fd: int, st: os.stat_result, done: _HashDone, name: str = "?") -> None:
+        """Hash the open file ``fd`` (status ``st``) in a worker; then ``done(hex, None)``."""
+        key = self.key(st)
+        waiting = self._pending.get(key)
+        if waiting is not None:
+            waiting.append(done)
+            return
+        self._pending[key] = [done]
+        copy = os.dup(fd)  # the worker's own descriptor: the caller may close fd meanwhile
+        closed = self.worker.closed
+        started = time.monotonic()
+
+        def work() -> str:
+            try:
+                return _hash_fd(copy, st, closed)
+            finally:
+                os.close(copy)
+
+        def finished(digest: str | None, exc: BaseException | None) -> None:
+            callbacks = self._pending.pop(key, [])
+            if digest is not None:
+                log.info(
+                    "sha256 of %r computed in %.2f s (%d bytes)",
+                    name,
+                    time.monotonic() - started,
+                    st.st_size,
+                )
+                self.computed += 1
+                self.remember(st, digest)
+            for callback in callbacks:
+                callback(digest, exc)
+
+        self.worker.submit(work, finished)
+
+
+def _hash_fd(fd: int, st: os.stat_result, cancelled: threading.Event) -> str:
+    digest = hashlib.sha256()
+    pos = 0
+    while True:
+        if cancelled.is_set():
+            raise CancelledError("the server is shutting down")
+        data = os.pread(fd, HASH_CHUNK, pos)
+        if not data:
+            break
+        digest.update(data)
+        pos += len(data)
+    now = os.fstat(fd)
+    if pos != st.st_size or (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+        raise FileChangedError("the file changed while it was being hashed; try again")
+    return digest.hexdigest()
+
+
+# -------------------------------------------------------------------- serving
+
+
+class FileService:
+    """What the connections share: the root, the hash cache, the worker, the live set."""
+
+    def __init__(self, reactor: Any, root: str, *, idle_timeout: float = 30.0) -> None:
+        self.reactor = reactor
+        self.root = os.path.realpath(root)
+        self.idle_timeout = idle_timeout
+        self.worker = Worker(reactor)
+        self.hashes = HashCache(self.worker)
+        self.connections: set[FileServerProtocol] = set()
+        self.shutting_down = False
+        #: Counters: requests, files sent, bytes sent, refusals.
+        self.requests = 0
+        self.files_sent = 0
+        self.bytes_sent = 0
+        self.refused = 0
+
+    def transports(self) -> list[Any]:
+        return [conn.transport for conn in self.connections]
+
+    def goodbye(self) -> None:
+        """Tell the clients still waiting for an answer that the server is going away."""
+        self.shutting_down = True
+        self.worker.close()
+        for conn in list(self.connections):
+            conn.server_closing()
+
+    def close(self) -> None:
+        self.worker.close()
+        for conn in list(self.connections):
+            conn.release()
+
+
+class FileServerProtocol(IdleTimeoutMixin, LineReceiver):
+    """One connection: read the request line, answer, stream, close."""
+
+    delimiter = b"\n"
+    max_line_length = MAX_LINE
+
+    def __init__(self, service: FileService) -> None:
+        super().__init__()
+        self.service = service
+        self.clock = service.reactor
+        self.idle_timeout = service.idle_timeout
+        #: "request", "hashing", "listing", "sending" or "done".
+        self.state = "request"
+        self.peer: Address = None
+        self._fd = -1
+        self._pos = 0
+        self._end = 0
+        self._paused = False
+        self._pump_pending = False
+
+    # ------------------------------------------------------------ connection
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self.peer = transport.get_extra_info("peername")
+        self.service.connections.add(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self.service.connections.discard(self)
+        if self.state == "sending" and self._pos < self._end:
+            log.info("%s: connection lost after %d of %d bytes", self.peer, self._pos, self._end)
+        self.release()
+
+    def eof_received(self) -> bool:
+        # The client may shut its side once its request is sent: keep answering.
+        return self.state != "request"
+
+    def release(self) -> None:
+        """Close the file, if one is open."""
+        self.state = "done"
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def server_closing(self) -> None:
+        if self.state in ("request", "hashing", "listing"):
+            self._error("the server is shutting down")
+
+    # -------------------------------------------------------------- requests
+
+    def line_received(self, line: bytes) -> None:
+        if self.state != "request":
+            return
+        self.set_raw_mode()  # one request per connection: the rest is ignored
+        self.service.requests += 1
+        try:
+            request = parse_request(line)
+        except ProtocolError as exc:
+            self._error(f"bad request: {exc}")
+            return
+        if self.service.shutting_down:
+            self._error("the server is shutting down")
+        elif request.command == "LIST":
+            self._list()
+        else:
+            self._get(request)
+
+    def raw_data_received(self, data: bytes) -> None:
+        pass
+
+    def line_length_exceeded(self, line: bytes) -> None:
+        self.set_raw_mode()
+        self._error(f"bad request: the request line is longer than {MAX_LINE} bytes")
+
+    def _error(self, message: str) -> None:
+        self.service.refused += 1
+        log.info("%s: %s", self.peer, message)
+        self.state = "done"
+        self.transport.write(format_error(message))
+        self.transport.close()
+
+    def _list(self) -> None:
+        self.state = "listing"
+        root = self.service.root
+        self.service.worker.submit(lambda: list_files(root), self._listed)
+
+    def _listed(self, entries: list[tuple[int, str]] | None, exc: BaseException | None) -> None:
+        if self.state != "listing" or self.transport.is_closing():
+            return
+        if entries is None:
+            self._error(f"cannot list the files: {exc}")
+            return
+        self.state = "done"
+        out = [f"OK {len(entries)}\n".encode()]
+        out.extend(format_list_entry(size, name) for size, name in entries)
+        self.transport.write(b"".join(out))
+        self.transport.close()
+
+    def _get(self, request: Request) -> None:
+        try:
+            fd, st = open_under_root(self.service.root, request.name)
+        except RefusedError as exc:
+            self._error(str(exc))
+            return
+        self._fd = fd
+        if request.offset > st.st_size:
+            self._error(
+                f"the offset {request.offset} is beyond the end of {request.name!r} "
+                f"({st.st_size} bytes)"
+            )
+            self.release()
+            return
+        self._pos = request.offset
+        self._end = st.st_size
+        log.info("%s: GET %r from %d (%d bytes)", self.peer, request.name, self._pos, self._end)
+        digest = self.service.hashes.lookup(st)
+        if digest is not None:
+            self._send(digest)
+            return
+        self.state = "hashing"
+        self.service.hashes.compute(fd, st, self._hashed, request.name)
+
+    def _hashed(self, digest: str | None, exc: BaseException | None) -> None:
+        if self.state != "hashing" or self.transport.is_closing():
+            return
+        if digest is None:
+            self._error(f"cannot read the file: {exc}")
+            self.release()
+            return
+        self._send(digest)
+
+    # --------------------------------------------------------------- sending
+
+    def _send(self, digest: str) -> None:
+        self.state = "sending"
+        self.transport.write(format_ok(self._end, digest))
+        self._pump()
+
+    def _pump(self) -> None:
+        """Write chunks until the transport pushes back, the turn's budget is spent, or EOF."""
+        self._pump_pending = False
+        transport = self.transport
+        budget = TURN_BUDGET
+        while not self._paused and self._pos < self._end and budget > 0:
+            if self.state != "sending" or transport.is_closing():
+                return
+            try:
+                data = os.pread(self._fd, min(CHUNK, self._end - self._pos), self._pos)
+            except OSError as exc:
+                log.warning("%s: reading the file failed: %s", self.peer, exc)
+                transport.abort()
+                return
+            if not data:
+                log.warning("%s: the file shrank while being sent", self.peer)
+                transport.abort()
+                return
+            self._pos += len(data)
+            budget -= len(data)
+            self.service.bytes_sent += len(data)
+            transport.write(data)  # may call pause_writing() before it returns
+        if self.state != "sending":
+            return
+        if self._pos >= self._end:
+            self.service.files_sent += 1
+            self.release()
+            transport.close()  # flushes what is buffered, then closes
+        elif not self._paused and not self._pump_pending:
+            self._pump_pending = True
+            self.service.reactor.call_soon(self._pump)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self.state == "sending" and not self._pump_pending:
+            self._pump()
+
+
+class FileServerFactory:
+    """Builds a :class:`FileServerProtocol` per connection."""
+
+    def __init__(self, service: FileService) -> None:
+        self.service = service
+
+    def build_protocol(self, addr: Address) -> FileServerProtocol:
+        return FileServerProtocol(self.service)

@@ -1,0 +1,261 @@
+"""Command line: ``python -m apps.udpchat server|client ...`` (or ``reactor-udpchat``)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import socket
+import sys
+from typing import Any
+
+from apps._common import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    GracefulShutdown,
+    add_common_options,
+    die,
+    make_reactor,
+    print_listening,
+    setup_logging,
+)
+from apps.udpchat.client import ChatClient, LanPeer, LineInput
+from apps.udpchat.server import RelayServer
+from apps.udpchat.wire import valid_nick
+
+PROG = "reactor-udpchat"
+DEFAULT_PORT = 8009
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1 to 65535, got {value}")
+    return value
+
+
+def _nick(text: str) -> str:
+    if not valid_nick(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a valid nick: 1 to 32 of the letters A-Z a-z, digits and _ . -"
+        )
+    return text
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Chat over UDP: a relay server, and clients that talk through it "
+        "(or, with --broadcast, to each other over the LAN with no server). "
+        "The datagram format is in docs/apps-udpchat.md.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    server = sub.add_parser(
+        "server",
+        help="run the relay server",
+        description="Relay each message to every other peer the server has heard from "
+        "recently. Peers silent longer than --peer-timeout are forgotten; malformed, "
+        "oversized and non-UTF-8 datagrams are counted and dropped. SIGINT/SIGTERM "
+        "tell the peers the server is closing, then exit 0.",
+    )
+    add_common_options(server, default_port=DEFAULT_PORT)
+    server.add_argument(
+        "--peer-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="forget a peer silent for longer than this; clients are told it and keep "
+        "alive within it (default: 30)",
+    )
+    server.add_argument(
+        "--max-peers",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="admit at most this many peers at a time (default: 1000)",
+    )
+
+    client = sub.add_parser(
+        "client",
+        help="chat: send the lines read from stdin, print what arrives",
+        description="Send each line read from stdin as a message and print the messages "
+        "that arrive. Exits at the end of the input, when the server closes, or on "
+        "SIGINT/SIGTERM (saying goodbye first). Lost datagrams are reported when the "
+        "numbering shows a gap.",
+    )
+    client.add_argument(
+        "host",
+        metavar="HOST",
+        help="the server's host name or address; with --broadcast, the broadcast "
+        "address to send to (e.g. 192.168.1.255, 255.255.255.255 or, on one machine, "
+        "127.255.255.255)",
+    )
+    client.add_argument(
+        "port",
+        metavar="PORT",
+        type=_port,
+        help="the server's port; with --broadcast, the port every peer shares",
+    )
+    client.add_argument("--nick", required=True, type=_nick, help="the name to chat under")
+    client.add_argument(
+        "--keepalive",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="send a keepalive this often when idle (default: 10; shortened to a third "
+        "of the server's peer timeout if that is shorter)",
+    )
+    client.add_argument(
+        "--broadcast",
+        action="store_true",
+        help="serverless mode: broadcast to HOST:PORT and listen on PORT, so peers on "
+        "one LAN find each other with no server",
+    )
+    client.add_argument(
+        "--peer-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="with --broadcast: forget a peer silent for longer than this (default: 30)",
+    )
+    add_common_options(client, default_port=DEFAULT_PORT, server=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the udpchat server or a client; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        if args.command == "server":
+            return run_server(args)
+        return run_client(args)
+    except BrokenPipeError:
+        # stdout went away (e.g. piped into `head`): nothing more to say.
+        _silence_stdout()
+        return 0
+
+
+def run_server(args: argparse.Namespace) -> int:
+    reactor = make_reactor(PROG, args)
+    with reactor:
+        server = RelayServer(reactor, peer_timeout=args.peer_timeout, max_peers=args.max_peers)
+        try:
+            transport = reactor.listen_udp(args.port, server, host=args.host)
+        except OSError as exc:
+            die(PROG, exc.strerror or str(exc), EXIT_ERROR)
+        GracefulShutdown(reactor, transports=lambda: [transport], goodbye=server.say_goodbye)
+        print_listening("udpchat server", transport.get_extra_info("sockname"), reactor)
+        reactor.run()
+        print(server.summary(), flush=True)
+    return 0
+
+
+def run_client(args: argparse.Namespace) -> int:
+    if args.broadcast:
+        try:
+            address = ipaddress.ip_address(args.host)
+        except ValueError:
+            address = None
+        if address is None or address.version != 4:
+            die(PROG, f"--broadcast needs an IPv4 broadcast address, not {args.host!r}", EXIT_USAGE)
+        target = (args.host, args.port)
+    else:
+        try:
+            infos = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_DGRAM)
+        except socket.gaierror as exc:
+            die(PROG, f"cannot resolve {args.host!r}: {exc.strerror}", EXIT_ERROR)
+        # Servers listen on 127.0.0.1 unless told otherwise: prefer IPv4 for a
+        # name that has both (localhost), as UDP cannot fall back on failure.
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)
+        target = (str(infos[0][4][0]), args.port)
+    reactor = make_reactor(PROG, args)
+    with reactor:
+
+        def _say(text: str) -> None:
+            try:
+                print(text, flush=True)
+            except (BrokenPipeError, ValueError):  # stdout went away: nobody is reading
+                _silence_stdout()
+                reactor.stop()
+
+        client: ChatClient | LanPeer
+        transport: Any
+        if args.broadcast:
+            client = LanPeer(
+                reactor,
+                args.nick,
+                target,
+                keepalive=args.keepalive,
+                peer_timeout=args.peer_timeout,
+                output=_say,
+                on_closed=reactor.stop,
+            )
+            try:
+                transport = reactor.listen_udp(
+                    args.port, client, host="0.0.0.0", broadcast=True, reuse_port=True
+                )
+            except OSError as exc:
+                die(PROG, exc.strerror or str(exc), EXIT_ERROR)
+            _say(
+                f"* {args.nick} chatting by broadcast to {target[0]}:{target[1]} "
+                f"(backend {reactor.backend}); end with Ctrl-D"
+            )
+        else:
+            client = ChatClient(
+                reactor, args.nick, keepalive=args.keepalive, output=_say, on_closed=reactor.stop
+            )
+            try:
+                transport = reactor.connect_udp(target[0], target[1], client)
+            except OSError as exc:
+                die(PROG, f"cannot reach {args.host}:{args.port}: {exc.strerror}", EXIT_ERROR)
+            _say(
+                f"* {args.nick} chatting via {target[0]}:{target[1]} "
+                f"(backend {reactor.backend}); end with Ctrl-D"
+            )
+        GracefulShutdown(reactor, transports=lambda: [transport], goodbye=client.leave)
+        stdin = sys.stdin.fileno() if sys.stdin is not None else -1
+        lines = LineInput(reactor, stdin, client.say, client.leave)
+        # The transport starts on the next turn (call_soon, FIFO): read input after it.
+        reactor.call_soon(lines.start)
+        reactor.run()
+        lines.stop()
+    return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the exit's flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

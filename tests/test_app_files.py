@@ -1,0 +1,548 @@
+"""The files app: serving, downloading, resuming and refusing, end to end and in memory."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import select
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from apps.files.__main__ import main as files_main
+from apps.files.client import Progress, human_size
+from apps.files.server import (
+    CHUNK,
+    FileServerProtocol,
+    FileService,
+    RefusedError,
+    list_files,
+    open_under_root,
+)
+from apps.files.wire import (
+    ProtocolError,
+    Response,
+    format_error,
+    format_get,
+    parse_request,
+    parse_response,
+)
+from protocols.testing import Clock, MemoryTransport
+from reactor import Reactor
+
+pytestmark = pytest.mark.timeout(90)
+
+REPO = Path(__file__).resolve().parents[1]
+MIB = 1 << 20
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+class App:
+    """An app in a subprocess; its stdout is read line by line as it comes."""
+
+    def __init__(self, *args: str, cwd: Path = REPO) -> None:
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in kill()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=_env(),
+            cwd=cwd,
+        )
+        self.lines: list[str] = []
+        self._buf = b""
+        self._cursor = 0
+        self._eof = False
+
+    def _read(self, timeout: float) -> None:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], max(timeout, 0.0))
+        if not ready:
+            return
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            self._eof = True
+            return
+        self._buf += chunk
+        *lines, self._buf = self._buf.split(b"\n")
+        self.lines.extend(line.decode("utf-8", "replace") for line in lines)
+
+    def expect(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
+        """Wait for a line (after the last one matched) that matches ``pattern``."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while True:
+            for i in range(self._cursor, len(self.lines)):
+                match = regex.search(self.lines[i])
+                if match:
+                    self._cursor = i + 1
+                    return match
+            left = deadline - time.monotonic()
+            if self._eof or left <= 0:
+                pytest.fail(
+                    f"no line matching {pattern!r} (exited: {self.proc.poll()}); "
+                    f"stdout: {self.lines!r}; stderr: {self.stderr()!r}"
+                )
+            self._read(left)
+
+    def port(self) -> int:
+        """The port from the 'listening on HOST:PORT (backend NAME)' line."""
+        return int(self.expect(r"listening on \S+:(\d+) \(backend \w+\)").group(1))
+
+    def stderr(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode("utf-8", "replace")
+
+    def finish(self, timeout: float = 10.0) -> tuple[int, str]:
+        """Wait for the exit; returns (exit code, stderr), all stdout having been read."""
+        deadline = time.monotonic() + timeout
+        while not self._eof and time.monotonic() < deadline:
+            self._read(deadline - time.monotonic())
+        code = self.proc.wait(max(deadline - time.monotonic(), 0.1))
+        return code, self.stderr()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._stderr.close()
+
+
+@pytest.fixture
+def apps() -> Iterator[list[App]]:
+    """Apps started by a test are killed at its end, however it ends."""
+    started: list[App] = []
+    yield started
+    for app in started:
+        app.kill()
+
+
+def serve(apps: list[App], root: Path, *args: str) -> tuple[App, int]:
+    server = App("apps.files", "serve", "--root", str(root), "--port", "0", *args)
+    apps.append(server)
+    return server, server.port()
+
+
+def files(*args: str, cwd: Path = REPO, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m apps.files ARGS`` to the end."""
+    return subprocess.run(
+        [sys.executable, "-m", "apps.files", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def exits_cleanly(app: App) -> str:
+    code, err = app.finish()
+    assert code == 0, err
+    assert "Traceback" not in err
+    return err
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process, in KiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0])
+    return fields
+
+
+def make_file(path: Path, size: int) -> str:
+    """Write ``size`` bytes of incompressible, non-repeating data fast; returns the SHA-256."""
+    block = bytearray(os.urandom(MIB))
+    digest = hashlib.sha256()
+    with path.open("wb") as f:
+        for i in range(size // MIB):
+            block[:8] = i.to_bytes(8, "big")  # every MiB differs
+            f.write(block)
+            digest.update(block)
+        tail = os.urandom(size % MIB)
+        f.write(tail)
+        digest.update(tail)
+    return digest.hexdigest()
+
+
+def request(port: int, line: bytes) -> bytes:
+    """Send one raw request line; returns everything the server answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(line)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# ----------------------------------------------------------------- downloads
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """A 256 MiB file, removed afterwards (pytest keeps old temporary directories)."""
+    root = tmp_path_factory.mktemp("big")
+    try:
+        yield root, make_file(root / "big.bin", 256 * MIB)
+    finally:
+        (root / "big.bin").unlink(missing_ok=True)
+
+
+def test_256_mib_download_verifies_and_keeps_server_memory_bounded(
+    apps: list[App], big: tuple[Path, str], tmp_path: Path
+) -> None:
+    root, digest = big
+    server, port = serve(apps, root, "--log-level", "INFO")
+    before = memory_kib(server.proc.pid)
+    client = App(
+        "apps.files", "get", "127.0.0.1", str(port), "big.bin", "-o", "copy.bin", cwd=tmp_path
+    )
+    apps.append(client)
+    # While the server hashes 256 MiB (in a worker thread), its loop still answers.
+    deadline = time.monotonic() + 20
+    while "GET 'big.bin' from 0" not in server.stderr():
+        assert time.monotonic() < deadline and client.proc.poll() is None, server.stderr()
+        time.sleep(0.01)  # polling a condition, with a deadline
+    assert request(port, b"GET 0 nope\n") == b"ERR not found: 'nope'\n"
+    assert "sha256 of 'big.bin' computed" not in server.stderr()
+    code, err = client.finish(timeout=60)
+    assert code == 0, err
+    assert len(client.lines) == 1, client.lines  # not a terminal: a one-line summary, no bar
+    assert re.match(
+        r"saved copy\.bin: 256\.0 MiB \(268435456 bytes\), sha256 \w+\.\.\. verified",
+        client.lines[0],
+    )
+    assert "\r" not in err
+    after = memory_kib(server.proc.pid)
+    growth = after["VmHWM"] - before["VmRSS"]
+    assert growth < 32 * 1024, f"the server grew by {growth} KiB: {before} -> {after}"
+    assert not (tmp_path / "copy.bin.part").exists()
+    got = hashlib.sha256()
+    with (tmp_path / "copy.bin").open("rb") as f:
+        while chunk := f.read(4 * MIB):
+            got.update(chunk)
+    assert got.hexdigest() == digest
+    (tmp_path / "copy.bin").unlink()  # 256 MiB: give the space back now
+    server.proc.send_signal(signal.SIGTERM)
+    exits_cleanly(server)
+
+
+def test_interrupted_download_resumes_to_the_right_hash(apps: list[App], tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    size = 16 * MIB
+    digest = make_file(root / "data.bin", size)
+    out = tmp_path / "data.bin"
+    part = tmp_path / "data.bin.part"
+    server, port = serve(apps, root, "--log-level", "INFO")
+    # A slow client (8 MiB/s), killed without warning once it has more than half.
+    slow = App(
+        "apps.files", "get", "127.0.0.1", str(port), "data.bin", "--limit-rate", "8M", cwd=tmp_path
+    )
+    apps.append(slow)
+    deadline = time.monotonic() + 20
+    while not (part.exists() and part.stat().st_size >= size // 2):
+        assert slow.proc.poll() is None, slow.stderr()
+        assert time.monotonic() < deadline, "the download made no progress"
+        time.sleep(0.01)  # polling a condition, with a deadline
+    slow.proc.kill()
+    slow.proc.wait()
+    kept = part.stat().st_size
+    assert size // 2 <= kept < size
+    assert not out.exists()
+
+    result = files("get", "127.0.0.1", str(port), "data.bin", "--resume", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "resumed at" in result.stdout
+    assert not part.exists()
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == digest
+    server.proc.send_signal(signal.SIGTERM)
+    err = exits_cleanly(server)
+    # Two downloads of one file, one SHA-256 computation: the second came from the cache.
+    assert err.count("sha256 of 'data.bin' computed") == 1, err
+    assert f"GET 'data.bin' from {kept}" in err
+
+
+def test_a_download_that_does_not_verify_is_not_kept(apps: list[App], tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f.txt").write_bytes(b"the real content\n")
+    (tmp_path / "f.txt.part").write_bytes(b"THE")  # not a prefix of it
+    _server, port = serve(apps, root)
+    result = files("get", "127.0.0.1", str(port), "f.txt", "--resume", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "SHA-256 mismatch" in result.stderr
+    assert not (tmp_path / "f.txt").exists()
+    assert not (tmp_path / "f.txt.part").exists()
+    result = files("get", "127.0.0.1", str(port), "f.txt", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "f.txt").read_bytes() == b"the real content\n"
+
+
+def test_refusals_are_clear(apps: list[App], tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "ok.txt").write_text("fine\n")
+    (tmp_path / "secret.txt").write_text("outside\n")
+    (root / "out").symlink_to(tmp_path / "secret.txt")
+    (root / "in").symlink_to(root / "sub" / "ok.txt")
+    (root / "updir").symlink_to(tmp_path)
+    (root / "zero").symlink_to("/dev/zero")
+    os.mkfifo(root / "fifo")
+    try:
+        os.mknod(root / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        device = "null"
+    except OSError:  # no privilege to make device nodes here: the pipe stands in
+        device = "fifo"
+    server, port = serve(apps, root)
+    cases = {
+        b"GET 0 ../secret.txt\n": "refused: '../secret.txt' contains '..'",
+        b"GET 0 sub/../../secret.txt\n": "contains '..'",
+        b"GET 0 " + str(tmp_path / "secret.txt").encode() + b"\n": "is an absolute path",
+        b"GET 0 /dev/zero\n": "refused: '/dev/zero' is an absolute path",
+        b"GET 0 out\n": "refused: 'out' leads outside the served directory",
+        b"GET 0 updir/secret.txt\n": "leads outside the served directory",
+        b"GET 0 zero\n": "refused: 'zero' leads outside the served directory",
+        b"GET 0 sub\n": "refused: 'sub' is a directory",
+        b"GET 0 .\n": "refused: '.' is a directory",
+        b"GET 0 fifo\n": "refused: 'fifo' is not a regular file",
+        f"GET 0 {device}\n".encode(): f"refused: '{device}' is not a regular file",
+        b"GET 0 nope\n": "not found: 'nope'",
+        b"GET 0 sub/ok.txt/x\n": "not found",
+        b"GET 99 sub/ok.txt\n": "the offset 99 is beyond the end of 'sub/ok.txt' (5 bytes)",
+        b"GET -1 sub/ok.txt\n": "bad request: the offset is not a decimal number",
+        b"PUT 0 x\n": "bad request: unknown request 'PUT'",
+        b"GET 0 \xff\n": "bad request: the line is not UTF-8",
+        b"GET 0 " + b"a" * 5000 + b"\n": "bad request: the request line is longer than 4096",
+    }
+    for line, message in cases.items():
+        answer = request(port, line)
+        assert answer.startswith(b"ERR ") and answer.endswith(b"\n"), answer[:200]
+        assert answer.count(b"\n") == 1
+        assert message in answer.decode(), (line[:40], answer)
+    # What is inside the root is served, through a symlink too.
+    assert request(port, b"GET 0 in\r\n").endswith(b"\nfine\n")
+    assert request(port, b"GET 2 ./sub//ok.txt\n").endswith(b"\nne\n")
+    # The command-line client says why, exits 1 and leaves no file behind.
+    result = files("get", "127.0.0.1", str(port), "out", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "reactor-files: server: refused: 'out' leads outside the served directory\n"
+    )
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.part").exists()
+    server.proc.send_signal(signal.SIGTERM)
+    exits_cleanly(server)
+
+
+def test_list(apps: list[App], tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "one.txt").write_bytes(b"1")
+    (root / "a" / "b" / "two words.bin").write_bytes(b"22")
+    (root / "a" / "link").symlink_to(root / "one.txt")
+    (root / "escape").symlink_to("/etc/hostname")
+    os.mkfifo(root / "fifo")
+    server, port = serve(apps, root)
+    result = files("list", "127.0.0.1", str(port))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "             2  a/b/two words.bin",
+        "             1  a/link",
+        "             1  one.txt",
+        "3 files, 4 B",
+    ]
+    server.proc.send_signal(signal.SIGTERM)
+    exits_cleanly(server)
+
+
+def test_sigterm_tells_waiting_clients_and_exits_0(apps: list[App], tmp_path: Path) -> None:
+    (tmp_path / "x").write_bytes(b"x")
+    server, port = serve(apps, tmp_path)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as waiting:
+        # A full request on a second connection: once it is answered, the
+        # first connection (accepted before it) is known to the server.
+        assert request(port, b"LIST\n").startswith(b"OK 1\n")
+        server.proc.send_signal(signal.SIGTERM)
+        answer = b""
+        while chunk := waiting.recv(1024):
+            answer += chunk
+        assert answer == b"ERR the server is shutting down\n"
+    exits_cleanly(server)
+
+
+# ----------------------------------------------------------------- errors
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = files("serve", "--root", str(tmp_path), "--port", str(taken.getsockname()[1]))
+    assert result.returncode == 1
+    assert result.stderr.startswith("reactor-files: cannot listen on 127.0.0.1:")
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_arguments_exit_2(tmp_path: Path) -> None:
+    result = files("serve", "--root", str(tmp_path / "missing"))
+    assert result.returncode == 2
+    assert "is not a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["get", "127.0.0.1", "9"],
+        ["get", "127.0.0.1", "port", "x"],
+        ["get", "127.0.0.1", "9", "x", "--limit-rate", "fast"],
+        ["serve", "--port", "-1"],
+        ["serve", "--max-connections", "0"],
+        ["list"],
+        ["get", "127.0.0.1", "9", ".."],
+        ["get", "127.0.0.1", "9", "bad\nname", "-o", "x"],
+    ],
+)
+def test_more_bad_arguments_exit_2(
+    args: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        files_main(args)
+    assert exit_.value.code == 2
+    assert "reactor-files" in capsys.readouterr().err
+
+
+def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    for command, options in (
+        ("serve", ("--root", "--host", "--port", "--backend", "--log-level", "--idle-timeout")),
+        ("get", ("HOST", "PORT", "NAME", "--output", "--resume", "--limit-rate", "--timeout")),
+        ("list", ("HOST", "PORT", "--backend")),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            files_main([command, "--help"])
+        assert exit_.value.code == 0
+        out = capsys.readouterr().out
+        for option in options:
+            assert option in out, (command, option)
+    tomllib = pytest.importorskip("tomllib")
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["reactor-files"] == "apps.files.__main__:main"
+
+
+# ----------------------------------------------------------------- in memory
+
+
+def test_wire_format() -> None:
+    assert format_get("a b/c.txt", 5) == b"GET 5 a b/c.txt\n"
+    assert parse_request(b"GET 5 a b/c.txt\r").name == "a b/c.txt"
+    assert parse_request(b"LIST").command == "LIST"
+    assert parse_response(b"OK 3 " + b"a" * 64) == Response(True, size=3, sha256="a" * 64)
+    assert parse_response(b"OK 7") == Response(True, count=7)
+    assert parse_response(b"ERR no such thing") == Response(False, message="no such thing")
+    assert format_error("two\nlines") == b"ERR two lines\n"
+    for bad in (b"GET 01 x", b"GET 1", b"GET 1 a\x00b", b"LIST x"):
+        with pytest.raises(ProtocolError):
+            parse_request(bad)
+    for bad in (b"OK", b"OK 1 xyz", b"OK -1 " + b"a" * 64, b"HELLO"):
+        with pytest.raises(ProtocolError):
+            parse_response(bad)
+
+
+def test_open_under_root(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f").write_bytes(b"data")
+    (root / "loop").symlink_to("loop")
+    fd, st = open_under_root(str(root), "f")
+    try:
+        assert st.st_size == 4 and os.read(fd, 10) == b"data"
+    finally:
+        os.close(fd)
+    for name, message in (
+        ("a\x00b", "NUL"),
+        ("/f", "absolute"),
+        ("..", "'..'"),
+        ("", "is a directory"),
+        ("loop", "cannot open 'loop'"),  # a symlink loop: ELOOP
+    ):
+        with pytest.raises(RefusedError, match=message):
+            open_under_root(str(root), name)
+    assert list_files(str(root)) == [(4, "f")]
+
+
+def test_server_streams_no_faster_than_the_client_reads(tmp_path: Path) -> None:
+    """With a peer that does not read, the server holds a chunk or two, not the file."""
+    data = os.urandom(4 * MIB + 123)
+    (tmp_path / "f").write_bytes(data)
+    with Reactor() as reactor:
+        service = FileService(reactor, str(tmp_path))
+        fd, st = open_under_root(service.root, "f")
+        os.close(fd)
+        digest = hashlib.sha256(data).hexdigest()
+        service.hashes.remember(st, digest)  # known: no worker thread needed
+        transport = MemoryTransport(stalled=True, peername=("127.0.0.1", 1))
+        transport.connect(FileServerProtocol(service))
+        transport.feed(b"GET 0 f\n")
+        got = bytearray()
+        rounds = 0
+        while not transport.lost:
+            assert transport.get_write_buffer_size() <= 2 * CHUNK
+            got += transport.drain(100_000)
+            reactor.run_once(0)  # the pump's call_soon, if it used up a turn's budget
+            rounds += 1
+            assert rounds < 10_000
+        header, _, body = bytes(got).partition(b"\n")
+        assert header == f"OK {len(data)} {digest}".encode()
+        assert body == data
+        assert service.files_sent == 1
+
+
+def test_progress_bar() -> None:
+    clock = Clock()
+    stream = io.StringIO()
+    progress = Progress(clock, stream)
+    progress.start(0, 100 * MIB)
+    clock.advance(2)
+    progress.update(50 * MIB)
+    assert "50.0%" in progress.line()
+    assert "25.0 MiB/s" in progress.line() and "ETA 0:02" in progress.line()
+    progress.finish()
+    assert stream.getvalue().endswith("\n") and "\r[" in stream.getvalue()
+    silent = Progress(clock, None)
+    silent.start(0, 10)
+    silent.finish()
+    assert human_size(1536) == "1.5 KiB" and human_size(5) == "5 B"
+
+
+def test_nobody_listening_is_a_clear_error(tmp_path: Path) -> None:
+    result = files("get", "127.0.0.1", "1", "x", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("reactor-files: cannot connect to 127.0.0.1:1")
+    assert "Traceback" not in result.stderr
