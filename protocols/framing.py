@@ -1,0 +1,456 @@
+"""Framing: cutting a byte stream into messages.
+
+TCP delivers bytes, not messages: one ``data_received`` may carry half a
+message or ten of them. These protocols buffer the stream and call a
+handler once per complete message, however the bytes were chunked:
+
+* :class:`LineReceiver`: delimiter-terminated lines, with a raw mode for
+  switching to unframed bytes mid-stream (as in Twisted).
+* :class:`LengthPrefixedReceiver` (:class:`Int8Receiver`,
+  :class:`Int16Receiver`, :class:`Int32Receiver`): a big-endian unsigned
+  length, then that many bytes.
+* :class:`NetstringReceiver`: ``b"<length>:<data>,"``.
+
+Each enforces a maximum message size, so a peer cannot make it buffer
+without bound: the buffer holds at most one maximal message (plus the chunk
+being parsed). A malformed or oversized message calls an overridable hook
+which by default logs the reason and closes that connection;
+``data_received`` itself never raises because of what the peer sent.
+
+Subclasses that define ``__init__`` must call ``super().__init__()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from typing import ClassVar
+
+from protocols.base import Protocol
+
+__all__ = [
+    "Int8Receiver",
+    "Int16Receiver",
+    "Int32Receiver",
+    "LengthPrefixedReceiver",
+    "LineReceiver",
+    "NetstringReceiver",
+]
+
+log = logging.getLogger("protocols.framing")
+
+_MIB = 1 << 20
+_UNSIGNED_CODES = frozenset("BHILQ")
+
+
+class _BufferedReceiver(Protocol):
+    """The machinery shared by the receivers: a buffer, a parse loop, pausing, failing.
+
+    A subclass implements ``_parse``, which consumes complete messages from
+    ``self._buf[self._off:]`` and stops when :meth:`_halted` turns true.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._off = 0  # _buf[:_off] is consumed but not yet deleted (see _consumed)
+        self._busy = False  # inside _parse: a nested data_received only appends
+        self._paused = False  # pause_producing(): keep buffering, deliver nothing
+        self._stopped = False  # framing ended: an error, or the connection was lost
+
+    @property
+    def buffer_size(self) -> int:
+        """Bytes received but not yet delivered (bounded by the maximum message size)."""
+        return len(self._buf) - self._off
+
+    def data_received(self, data: bytes) -> None:
+        """Buffer ``data`` and deliver every message it completes.
+
+        A subclass that overrides it (to watch the raw traffic, say) must call
+        ``super().data_received(data)``.
+        """
+        if self._stopped or self._transport_closing():
+            return
+        self._buf += data
+        self._run()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """Release the buffer; call ``super().connection_lost(exc)`` when overriding."""
+        self._stop()
+
+    def pause_producing(self) -> None:
+        """Stop delivering messages and ask the transport to stop reading.
+
+        Messages already buffered wait for :meth:`resume_producing`. Safe to
+        call from a message handler: the rest of the chunk waits too.
+        """
+        if self._paused or self._stopped:
+            return
+        self._paused = True
+        transport = getattr(self, "transport", None)
+        if transport is not None:
+            transport.pause_reading()
+
+    def resume_producing(self) -> None:
+        """Deliver the buffered messages, then let the transport read again."""
+        if not self._paused or self._stopped:
+            return
+        self._paused = False
+        self._run()
+        transport = getattr(self, "transport", None)
+        if not self._halted() and transport is not None:
+            transport.resume_reading()
+
+    def _run(self) -> None:
+        if self._busy or self._paused:
+            return
+        self._busy = True
+        try:
+            self._parse()
+        finally:
+            self._busy = False
+
+    def _parse(self) -> None:
+        raise NotImplementedError
+
+    def _halted(self) -> bool:
+        """Whether to stop delivering: paused, stopped, or the transport is closing."""
+        if self._paused or self._stopped:
+            return True
+        transport = getattr(self, "transport", None)
+        return transport is not None and bool(transport.is_closing())
+
+    def _transport_closing(self) -> bool:
+        transport = getattr(self, "transport", None)
+        return transport is not None and bool(transport.is_closing())
+
+    def _stop(self) -> None:
+        """End framing for good: drop the buffer and ignore further data."""
+        self._stopped = True
+        self._buf.clear()
+        self._off = 0
+
+    def _consumed(self, pos: int) -> int:
+        """Mark ``_buf[:pos]`` consumed; return by how much offsets into the buffer shifted.
+
+        The bytes are deleted only once they are at least half the buffer, so
+        a handler that pauses after every message does not cost a memmove of
+        the rest of the buffer each time (amortised O(1) per byte).
+        """
+        if pos * 2 >= len(self._buf):
+            del self._buf[:pos]
+            self._off = 0
+            return pos
+        self._off = pos
+        return 0
+
+    def _fail(self, reason: str) -> None:
+        """The default for the error hooks: log ``reason``, stop and close the connection."""
+        self._stop()
+        transport = getattr(self, "transport", None)
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        log.warning("closing the connection to %s: %s", peer or "an unknown peer", reason)
+        if transport is not None:
+            transport.close()
+
+
+class LineReceiver(_BufferedReceiver):
+    """Delimiter-terminated lines, with a raw mode (Twisted's ``LineReceiver``).
+
+    Override :meth:`line_received`. ``delimiter`` (default ``b"\\r\\n"``) and
+    ``max_line_length`` (default 64 KiB, not counting the delimiter) are
+    class attributes; a longer line calls :meth:`line_length_exceeded`.
+
+    :meth:`set_raw_mode` makes the receiver hand bytes to
+    :meth:`raw_data_received` as they come, instead of lines;
+    :meth:`set_line_mode` goes back. Called from a handler, a switch applies
+    to the rest of the data already received.
+    """
+
+    delimiter: bytes = b"\r\n"
+    max_line_length: int = 65536
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._line_mode = True
+        # No delimiter starts before _scan (an offset in _buf): the search for
+        # one resumes there, so a long line arriving in pieces is scanned once.
+        self._scan = 0
+        self._scan_delimiter = self.delimiter
+        self._discarding = False  # skipping the rest of an over-long line
+
+    @property
+    def line_mode(self) -> bool:
+        """True in line mode, False in raw mode."""
+        return self._line_mode
+
+    def line_received(self, line: bytes) -> None:
+        """Called with each line, without its delimiter."""
+        raise NotImplementedError(f"{type(self).__name__} must override line_received()")
+
+    def raw_data_received(self, data: bytes) -> None:
+        """Called with the bytes received in raw mode."""
+        raise NotImplementedError(f"{type(self).__name__} must override raw_data_received()")
+
+    def line_length_exceeded(self, line: bytes) -> None:
+        """A line longer than ``max_line_length`` arrived; ``line`` is it, or its start.
+
+        By default the reason is logged and the connection closed. An
+        override that keeps the connection open gets the next lines: the
+        rest of the long line, up to its delimiter, is skipped.
+        """
+        self._fail(f"line longer than {self.max_line_length} bytes ({len(line)} received)")
+
+    def set_raw_mode(self) -> None:
+        """Deliver the following bytes to :meth:`raw_data_received`, unsplit."""
+        self._line_mode = False
+
+    def set_line_mode(self, extra: bytes = b"") -> None:
+        """Go back to lines; ``extra`` is parsed as if it had just been received."""
+        self._line_mode = True
+        if extra:
+            self.data_received(extra)
+
+    def send_line(self, line: bytes) -> None:
+        """Write ``line`` followed by the delimiter.
+
+        Raises ValueError if ``line`` contains the delimiter (or ends with a
+        part of it that would complete one early): the peer would read more
+        than one line.
+        """
+        data = bytes(line) + self.delimiter
+        if data.find(self.delimiter) != len(line):
+            raise ValueError(f"line contains the delimiter {self.delimiter!r}")
+        self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._line_mode and not self._buf and not self._busy and not self._halted():
+            # Raw mode with nothing buffered: hand the chunk over without copying.
+            self._busy = True
+            try:
+                self.raw_data_received(data)
+            finally:
+                self._busy = False
+            if self._buf:  # set_line_mode(extra) was called in the handler
+                self._run()
+            return
+        super().data_received(data)
+
+    def _parse(self) -> None:
+        buf = self._buf
+        pos = self._off  # buf[:pos] is consumed
+        window = 256
+        try:
+            while pos < len(buf) and not self._halted():
+                if not self._line_mode:
+                    data = bytes(buf[pos:])
+                    buf.clear()
+                    pos = self._scan = 0
+                    self.raw_data_received(data)
+                    continue
+                delimiter = self.delimiter
+                size = len(delimiter)
+                start = pos
+                if self._scan > pos and delimiter == self._scan_delimiter:
+                    start = self._scan
+                end = buf.find(delimiter, start)
+                if end < 0:
+                    # The last size - 1 bytes may begin a delimiter.
+                    tail = max(pos, len(buf) - size + 1)
+                    self._scan, self._scan_delimiter = tail, delimiter
+                    if self._discarding:
+                        pos = tail
+                    elif len(buf) - pos >= self.max_line_length + size:
+                        partial = bytes(buf[pos:])
+                        pos = tail
+                        self._discarding = True
+                        self.line_length_exceeded(partial)
+                    break
+                # Split the lines in a window at C speed (split is leftmost-first,
+                # like find). The window doubles while no handler interrupts, so a
+                # handler that pauses after each line does not make us re-copy the
+                # whole buffer each time.
+                window = max(window, end + size - pos)
+                lines = bytes(buf[pos : pos + window]).split(delimiter)
+                lines.pop()  # the incomplete rest: searched again from pos
+                for line in lines:
+                    pos += len(line) + size
+                    if self._discarding:
+                        self._discarding = False
+                    elif len(line) > self.max_line_length:
+                        self.line_length_exceeded(line)
+                    else:
+                        self.line_received(line)
+                    # A handler may have paused, closed, switched mode or delimiter.
+                    if self._halted() or not self._line_mode or self.delimiter != delimiter:
+                        break
+                else:
+                    window *= 2
+        finally:
+            self._scan = max(0, self._scan - self._consumed(pos))
+
+
+class LengthPrefixedReceiver(_BufferedReceiver):
+    """Frames preceded by their length as an unsigned integer (Twisted's ``IntNStringReceiver``).
+
+    ``prefix_format`` is a :mod:`struct` format of one unsigned integer
+    (default ``"!I"``, 32-bit big-endian). Override :meth:`frame_received`.
+    Frames longer than ``max_frame_size`` (default 1 MiB; never more than
+    the prefix can express, see :attr:`frame_limit`) are refused as soon
+    as their prefix arrives: :meth:`frame_length_exceeded` is called and
+    the rest of the stream is ignored, since it cannot be re-synchronised.
+    """
+
+    prefix_format: ClassVar[str] = "!I"
+    max_frame_size: int = _MIB
+
+    def __init__(self) -> None:
+        super().__init__()
+        if self.prefix_format.lstrip("@=<>!") not in _UNSIGNED_CODES:
+            raise ValueError(
+                f"prefix_format must be one unsigned integer such as '!I', "
+                f"not {self.prefix_format!r}"
+            )
+        self._prefix = struct.Struct(self.prefix_format)
+        self._prefix_max = (1 << (8 * self._prefix.size)) - 1
+
+    @property
+    def frame_limit(self) -> int:
+        """The longest frame accepted or sent: ``max_frame_size`` capped by the prefix."""
+        return min(self.max_frame_size, self._prefix_max)
+
+    def frame_received(self, frame: bytes) -> None:
+        """Called with each complete frame, without its prefix."""
+        raise NotImplementedError(f"{type(self).__name__} must override frame_received()")
+
+    def frame_length_exceeded(self, length: int) -> None:
+        """The peer announced a frame of ``length`` bytes, over :attr:`frame_limit`.
+
+        By default the reason is logged and the connection closed.
+        """
+        self._fail(f"frame of {length} bytes announced, the limit is {self.frame_limit}")
+
+    def send_frame(self, data: bytes) -> None:
+        """Write ``data`` with its length prefix; ValueError if over :attr:`frame_limit`."""
+        limit = self.frame_limit
+        if len(data) > limit:
+            raise ValueError(f"frame of {len(data)} bytes is over the limit of {limit} bytes")
+        self.transport.write(self._prefix.pack(len(data)) + bytes(data))
+
+    def _parse(self) -> None:
+        buf = self._buf
+        prefix = self._prefix
+        size = prefix.size
+        pos = self._off
+        try:
+            while not self._halted() and len(buf) - pos >= size:
+                (length,) = prefix.unpack_from(buf, pos)
+                if length > self.max_frame_size:  # the prefix cannot exceed its own range
+                    self._stop()
+                    self.frame_length_exceeded(length)
+                    return
+                end = pos + size + length
+                if end > len(buf):
+                    break
+                frame = bytes(buf[pos + size : end])
+                pos = end
+                self.frame_received(frame)
+        finally:
+            self._consumed(pos)
+
+
+class Int8Receiver(LengthPrefixedReceiver):
+    """Frames of up to 255 bytes behind a one-byte length."""
+
+    prefix_format = "!B"
+
+
+class Int16Receiver(LengthPrefixedReceiver):
+    """Frames of up to 65,535 bytes behind a two-byte big-endian length."""
+
+    prefix_format = "!H"
+
+
+class Int32Receiver(LengthPrefixedReceiver):
+    """Frames behind a four-byte big-endian length (up to ``max_frame_size``)."""
+
+    prefix_format = "!I"
+
+
+class NetstringReceiver(_BufferedReceiver):
+    """Netstrings: ``b"<length>:<data>,"`` with a decimal length (D. J. Bernstein's format).
+
+    Override :meth:`string_received`. The parser is strict: the length is
+    ASCII digits without leading zeros (``0:`` itself is fine), at most as
+    many digits as ``max_frame_size`` (default 1 MiB) has, and not over it;
+    the data must be followed by ``,``. Anything else calls
+    :meth:`netstring_error` as soon as it is seen, and the rest of the
+    stream is ignored.
+    """
+
+    max_frame_size: int = _MIB
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._length: int | None = None  # the length of the string being read, once known
+
+    def string_received(self, data: bytes) -> None:
+        """Called with the data of each complete netstring."""
+        raise NotImplementedError(f"{type(self).__name__} must override string_received()")
+
+    def netstring_error(self, reason: str) -> None:
+        """The stream is not valid netstrings; by default log ``reason`` and close."""
+        self._fail(f"invalid netstring: {reason}")
+
+    def send_string(self, data: bytes) -> None:
+        """Write ``data`` as a netstring; ValueError if over ``max_frame_size``."""
+        if len(data) > self.max_frame_size:
+            raise ValueError(
+                f"string of {len(data)} bytes is over the limit of {self.max_frame_size} bytes"
+            )
+        self.transport.write(b"%d:%s," % (len(data), data))
+
+    def _error(self, reason: str) -> None:
+        self._stop()
+        self.netstring_error(reason)
+
+    def _parse(self) -> None:
+        buf = self._buf
+        pos = self._off
+        try:
+            while not self._halted():
+                length = self._length
+                if length is None:
+                    digits = len(str(self.max_frame_size))
+                    colon = buf.find(b":", pos, pos + digits + 1)
+                    field = bytes(buf[pos : colon if colon >= 0 else pos + digits + 1])
+                    if field and not field.isdigit():
+                        return self._error(f"the length {field!r} is not a decimal number")
+                    if len(field) > 1 and field.startswith(b"0"):
+                        return self._error(f"the length {field!r} has a leading zero")
+                    if colon < 0:
+                        if len(field) > digits:
+                            return self._error(f"the length field is longer than {digits} digits")
+                        break
+                    if not field:
+                        return self._error("the length is empty")
+                    length = int(field)
+                    if length > self.max_frame_size:
+                        return self._error(
+                            f"a string of {length} bytes is over the limit of "
+                            f"{self.max_frame_size} bytes"
+                        )
+                    self._length = length
+                    pos = colon + 1
+                end = pos + length
+                if end >= len(buf):
+                    break
+                if buf[end] != 0x2C:  # b","
+                    return self._error(
+                        f"expected ',' after {length} bytes, got {bytes(buf[end : end + 1])!r}"
+                    )
+                data = bytes(buf[pos:end])
+                pos = end + 1
+                self._length = None
+                self.string_received(data)
+        finally:
+            self._consumed(pos)
