@@ -108,7 +108,10 @@ class Factory(Generic[P]):
                 "the constructor or override build_protocol()"
             )
         proto = self.protocol()
-        proto.factory = self
+        try:
+            proto.factory = self
+        except AttributeError:
+            pass  # a lean protocol with __slots__ and no 'factory' slot
         return proto
 
     def do_start(self) -> None:

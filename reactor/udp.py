@@ -1,0 +1,439 @@
+"""UDP: the datagram transport, and listening/connecting endpoints.
+
+UDP has no connection and no stream: each ``sendto`` is one datagram that
+arrives whole or not at all, and ``datagram_received`` gets exactly one. A
+zero-length datagram is real and is delivered as ``b""``.
+
+Reading takes up to ``_READS_PER_EVENT`` datagrams per readiness event: one
+per event would make a busy UDP server pay a whole loop turn per packet,
+while an unbounded loop would let a flood starve every other connection.
+
+A *connected* UDP socket (``connect_udp``) talks to one peer; the kernel then
+reports an ICMP "port unreachable" from that peer as ECONNREFUSED on the
+next send or receive, which reaches ``error_received``.
+
+A datagram that cannot be sent (too large, or an ICMP error pending) is
+reported to ``error_received`` and dropped, never retried.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from reactor.interfaces import Address, DatagramProtocolInterface
+from reactor.stream import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER
+from reactor.tcp import _ip_family
+
+if TYPE_CHECKING:
+    from reactor.loop import Reactor
+
+__all__ = ["DatagramTransport", "connect_udp", "listen_udp"]
+
+log = logging.getLogger("reactor")
+
+_READS_PER_EVENT = 32
+#: Larger than any UDP payload (65,507 bytes over IPv4), so none is truncated.
+_MAX_DATAGRAM = 65536
+
+
+class DatagramTransport:
+    """A UDP endpoint with asyncio's ``DatagramTransport`` method names."""
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        sock: socket.socket,
+        protocol: DatagramProtocolInterface,
+        peer: Address = None,
+    ) -> None:
+        self._reactor = reactor
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._protocol = protocol
+        self._peer = peer
+        self._buffer: deque[tuple[bytes, Address]] = deque()
+        self._buffer_size = 0
+        self._high = DEFAULT_HIGH_WATER
+        self._low = DEFAULT_LOW_WATER
+        self._protocol_paused = False
+        self._closing = False
+        self._conn_lost = False
+        self._started = False
+        #: Sends made after close() and dropped.
+        self.dropped_writes = 0
+        self.datagrams_received = 0
+        self.datagrams_sent = 0
+        reactor._resources.add(self)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._conn_lost else ("closing" if self._closing else "open")
+        return f"<DatagramTransport fd={self._fd} {state}>"
+
+    def _start(self) -> None:
+        if self._conn_lost:
+            return
+        if not self._closing:
+            self._started = True
+            try:
+                self._protocol.connection_made(self)
+            except Exception as exc:
+                self._protocol_error(exc, "connection_made")
+                self._force_close(exc)
+                return
+            if not self._closing:
+                self._reactor._add_reader(self._fd, self._read_ready)
+        # Datagrams queued before the loop started us (or by connection_made);
+        # also when close() came first: close() promises to send them.
+        if self._buffer:
+            self._reactor._add_writer(self._fd, self._write_ready)
+
+    # ------------------------------------------------------------------ reading
+
+    def _read_ready(self) -> None:
+        recvfrom = self._sock.recvfrom
+        protocol = self._protocol
+        for _ in range(_READS_PER_EVENT):
+            try:
+                data, addr = recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # ICMP errors (e.g. ECONNREFUSED) on a connected socket.
+                self._error_received(exc)
+                return
+            self.datagrams_received += 1
+            try:
+                protocol.datagram_received(data, addr)
+            except Exception as exc:
+                # One bad datagram must not take the endpoint down for every
+                # other peer: log it and keep serving.
+                self._protocol_error(exc, "datagram_received")
+            if self._closing:
+                return
+
+    def _error_received(self, exc: OSError) -> None:
+        try:
+            self._protocol.error_received(exc)
+        except Exception as error:
+            self._protocol_error(error, "error_received")
+
+    def _protocol_error(self, exc: Exception, where: str) -> None:
+        self._reactor._report_error(
+            {
+                "message": f"exception in {type(self._protocol).__name__}.{where}()",
+                "exception": exc,
+                "transport": self,
+            }
+        )
+
+    # ------------------------------------------------------------------ writing
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Address = None) -> None:
+        """Send one datagram to ``addr`` (or to the connected peer when None)."""
+        if type(data) is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                raise TypeError(
+                    f"sendto() takes bytes, bytearray or memoryview, not {type(data).__name__}"
+                )
+            data = bytes(data)
+        if self._peer is not None:
+            if addr is not None and addr != self._peer and not _same_peer(addr, self._peer):
+                raise ValueError(
+                    f"this endpoint is connected to {self._peer!r}; "
+                    f"sendto() cannot send to {addr!r}"
+                )
+            addr = None
+        elif addr is None:
+            raise ValueError("sendto() needs an address: this endpoint is not connected")
+        if self._closing:
+            self.dropped_writes += 1
+            return
+        if not self._buffer and self._started:
+            try:
+                if addr is None:
+                    self._sock.send(data)
+                else:
+                    self._sock.sendto(data, addr)
+                self.datagrams_sent += 1
+                return
+            except (BlockingIOError, InterruptedError):
+                self._reactor._add_writer(self._fd, self._write_ready)
+            except OSError as exc:
+                self._error_received(exc)
+                return
+        self._buffer.append((data, addr))
+        self._buffer_size += len(data)
+        if self._buffer_size > self._high and not self._protocol_paused:
+            self._pause_protocol()
+
+    def _pause_protocol(self) -> None:
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()
+        except Exception as exc:
+            self._protocol_error(exc, "pause_writing")
+
+    def _resume_protocol(self) -> None:
+        self._protocol_paused = False
+        try:
+            self._protocol.resume_writing()
+        except Exception as exc:
+            self._protocol_error(exc, "resume_writing")
+
+    def _write_ready(self) -> None:
+        buf = self._buffer
+        sock = self._sock
+        while buf:
+            data, addr = buf[0]
+            error: BaseException | None = None
+            try:
+                if addr is None:
+                    sock.send(data)
+                else:
+                    sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except Exception as exc:
+                # This datagram cannot be sent (too large, ICMP error, or an
+                # address the socket module rejects): report it, drop it and go
+                # on with the next, or it would be retried on every turn.
+                error = exc
+            else:
+                self.datagrams_sent += 1
+            # Dequeue before calling the protocol, which may abort() or sendto().
+            buf.popleft()
+            self._buffer_size -= len(data)
+            if error is not None:
+                if isinstance(error, OSError):
+                    self._error_received(error)
+                else:
+                    self._reactor._report_error(
+                        {
+                            "message": f"{self!r}: cannot send a queued datagram to {addr!r}; "
+                            "dropped it",
+                            "exception": error,
+                            "transport": self,
+                        }
+                    )
+                if self._conn_lost:
+                    return  # aborted from error_received()
+            if self._protocol_paused and self._buffer_size <= self._low:
+                self._resume_protocol()
+        self._reactor._remove_writer(self._fd)
+        if self._closing:
+            self._lose(None)
+
+    def get_write_buffer_size(self) -> int:
+        return self._buffer_size
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = DEFAULT_HIGH_WATER if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"need high ({high!r}) >= low ({low!r}) >= 0")
+        self._high, self._low = high, low
+        if self._buffer_size > high and not self._protocol_paused:
+            self._pause_protocol()
+        elif self._protocol_paused and self._buffer_size <= low:
+            self._resume_protocol()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (self._low, self._high)
+
+    # ------------------------------------------------------------------ options
+
+    def set_broadcast(self, enabled: bool = True) -> None:
+        """Allow sending to broadcast addresses (SO_BROADCAST)."""
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, int(enabled))
+
+    def join_group(self, group: str, interface: str = "0.0.0.0") -> None:
+        """Receive datagrams sent to IPv4 multicast ``group`` on ``interface``."""
+        mreq = socket.inet_aton(group) + socket.inet_aton(interface)
+        self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+
+    def leave_group(self, group: str, interface: str = "0.0.0.0") -> None:
+        mreq = socket.inet_aton(group) + socket.inet_aton(interface)
+        self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_DROP_MEMBERSHIP, mreq)
+
+    def set_multicast_ttl(self, ttl: int) -> None:
+        """How many router hops multicast datagrams may take (1: this network only)."""
+        self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+
+    def set_multicast_loopback(self, enabled: bool) -> None:
+        """Whether this host receives its own multicast datagrams."""
+        self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(enabled))
+
+    def set_multicast_interface(self, interface: str) -> None:
+        """Send multicast datagrams out of the interface with this IPv4 address."""
+        self._sock.setsockopt(
+            socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface)
+        )
+
+    # ------------------------------------------------------------------ closing
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        """Stop receiving; send what is queued, then connection_lost(None).
+
+        Closed before the loop started the endpoint, the queued datagrams are
+        still sent, but the protocol hears nothing (no connection_made, so no
+        connection_lost).
+        """
+        if self._closing:
+            return
+        self._closing = True
+        self._reactor._remove_reader(self._fd)
+        if not self._buffer:
+            self._lose(None)
+        # else _write_ready (or _start, if the loop has not started us yet)
+        # sends what is queued, then loses the endpoint.
+
+    def abort(self) -> None:
+        """Close now, dropping queued datagrams."""
+        self._force_close(None)
+
+    def _force_close(self, exc: BaseException | None = None) -> None:
+        if self._conn_lost:
+            # Already ending; after connection_lost the fd number may belong
+            # to another socket, whose callbacks must not be removed.
+            return
+        self._closing = True
+        self._buffer.clear()
+        self._buffer_size = 0
+        self._reactor._remove_reader(self._fd)
+        self._reactor._remove_writer(self._fd)
+        self._lose(exc)
+
+    def _lose(self, exc: BaseException | None) -> None:
+        if not self._conn_lost:
+            self._conn_lost = True
+            self._reactor.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
+        try:
+            if self._started:
+                self._protocol.connection_lost(exc)
+        except Exception as error:
+            self._protocol_error(error, "connection_lost")
+        finally:
+            self._reactor._remove_reader(self._fd)
+            self._reactor._remove_writer(self._fd)
+            self._sock.close()
+            self._reactor._resources.discard(self)
+
+    # -------------------------------------------------------------------- misc
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``"sockname"``, ``"peername"`` (connected endpoints) or ``"socket"``."""
+        if name == "socket":
+            return self._sock
+        if name == "peername":
+            return self._peer if self._peer is not None else default
+        if name == "sockname":
+            try:
+                return self._sock.getsockname()
+            except OSError:
+                return default
+        return default
+
+    def get_protocol(self) -> DatagramProtocolInterface:
+        return self._protocol
+
+
+def _same_peer(addr: Address, peer: Address) -> bool:
+    """Whether ``addr`` names the connected peer: IPv6 ``(host, port)`` matches
+    the ``(host, port, flowinfo, scope_id)`` that getpeername() gives."""
+    try:
+        return len(peer) == 4 and len(addr) == 2 and tuple(addr) == peer[:2]
+    except TypeError:
+        return False
+
+
+def _udp_socket(family: int, broadcast: bool, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        if broadcast:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if not hasattr(socket, "SO_REUSEPORT"):  # pragma: no cover
+                raise ValueError("reuse_port=True: SO_REUSEPORT is not supported here")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def listen_udp(
+    reactor: Reactor,
+    port: int,
+    protocol: DatagramProtocolInterface,
+    host: str | None = "127.0.0.1",
+    *,
+    broadcast: bool = False,
+    reuse_port: bool = False,
+) -> DatagramTransport:
+    """Bind a UDP endpoint on ``host:port``; ``protocol`` gets every datagram."""
+    if not 0 <= port <= 65535:  # getaddrinfo() would silently wrap it (70000 -> 4464)
+        raise ValueError(f"listen_udp(): port must be 0-65535, not {port!r}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(errno.EINVAL, f"cannot bind UDP {host}:{port}: {exc}") from None
+    family, sockaddr = infos[0][0], infos[0][4]
+    sock = _udp_socket(family, broadcast, reuse_port)
+    try:
+        sock.bind(sockaddr)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot bind UDP {host or '*'}:{port}: {exc.strerror}") from None
+    transport = DatagramTransport(reactor, sock, protocol)
+    reactor.call_soon(transport._start)
+    return transport
+
+
+def connect_udp(
+    reactor: Reactor,
+    host: str,
+    port: int,
+    protocol: DatagramProtocolInterface,
+    *,
+    local_host: str | None = None,
+    local_port: int = 0,
+    broadcast: bool = False,
+) -> DatagramTransport:
+    """A UDP endpoint connected to ``host:port``: ``sendto(data)`` needs no address.
+
+    ``host`` must be an IP address (UDP endpoints are made at once, and a
+    name lookup would block the loop); resolve names beforehand.
+    """
+    family = _ip_family(host)
+    if family is None:
+        raise ValueError(
+            f"connect_udp() needs an IP address, not {host!r}: resolve the name first "
+            "(for example with socket.getaddrinfo in a worker thread)"
+        )
+    sock = _udp_socket(family, broadcast, False)
+    try:
+        if local_host is not None or local_port:
+            sock.bind(
+                (local_host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), local_port)
+            )
+        sock.connect((host, port))
+        peer = sock.getpeername()
+    except BaseException:  # OSError, or OverflowError for a port out of range
+        sock.close()
+        raise
+    transport = DatagramTransport(reactor, sock, protocol, peer)
+    reactor.call_soon(transport._start)
+    return transport
