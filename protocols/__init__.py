@@ -10,6 +10,7 @@ from protocols.framing import (
     NetstringReceiver,
 )
 from protocols.policies import (
+    ClockLike,
     ConnectionLimiter,
     HeartbeatMixin,
     HeartbeatTimeoutError,
@@ -24,6 +25,7 @@ from protocols.testing import Clock, MemoryTransport, Pump, connect_pair
 __all__ = [
     "ClientFactory",
     "Clock",
+    "ClockLike",
     "ConnectionLimiter",
     "DatagramProtocol",
     "Factory",

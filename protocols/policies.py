@@ -27,6 +27,7 @@ from reactor.tcp import build_protocol
 from reactor.timers import PeriodicCall, TimerHandle
 
 __all__ = [
+    "ClockLike",
     "ConnectionLimiter",
     "HeartbeatMixin",
     "HeartbeatTimeoutError",
@@ -171,15 +172,21 @@ class IdleTimeoutMixin:
     Traffic in either direction re-arms it: ``data_received`` is watched, and
     ``self.transport`` is a proxy that notes each write. Before closing,
     :meth:`timeout_connection` is called (override it to send a goodbye or to
-    do otherwise); the connection then ends with :class:`IdleTimeoutError`
-    delivered to ``connection_lost``.
+    do otherwise) and the connection is closed.
+
+    Why it ended: ``self.idle_reason`` holds the :class:`IdleTimeoutError`
+    once the timeout fired, and the classes after the mixin (e.g. your base
+    protocol) get it as ``connection_lost``'s reason; an override of
+    ``connection_lost`` in your own class, which runs before the mixin's,
+    sees the transport's plain None and should look at ``self.idle_reason``.
     """
 
     idle_timeout: float | None = 60.0
     clock: ClockLike
     transport: Any
     _idle: _IdleTimer | None = None
-    _idle_reason: BaseException | None = None
+    idle_reason: IdleTimeoutError | None = None
+    """The :class:`IdleTimeoutError` once the idle timeout has fired, else None."""
 
     def connection_made(self, transport: Any) -> None:
         if self.idle_timeout is not None:
@@ -199,21 +206,21 @@ class IdleTimeoutMixin:
 
     def _idle_expired(self) -> None:
         self._idle = None
-        self._idle_reason = IdleTimeoutError(
+        self.idle_reason = IdleTimeoutError(
             f"no traffic for {self.idle_timeout} s: closing the idle connection"
         )
         self.timeout_connection()
 
     def timeout_connection(self) -> None:
         """Hook: the connection has been idle too long. By default, close it."""
-        log.info("%s", self._idle_reason)
+        log.info("%s", self.idle_reason)
         self.transport.close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
-        super().connection_lost(exc or self._idle_reason)  # type: ignore[misc]
+        super().connection_lost(exc or self.idle_reason)  # type: ignore[misc]
 
 
 class IdleTimeout(ProtocolWrapper):
@@ -286,7 +293,8 @@ class HeartbeatMixin:
     transport: Any
     _heartbeat: PeriodicCall | None = None
     _unanswered = 0
-    _heartbeat_reason: BaseException | None = None
+    heartbeat_reason: HeartbeatTimeoutError | None = None
+    """The :class:`HeartbeatTimeoutError` once the peer was declared dead, else None."""
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)  # type: ignore[misc]
@@ -299,6 +307,7 @@ class HeartbeatMixin:
             self._heartbeat = self.clock.call_every(self.heartbeat_interval, self._heartbeat_tick)
 
     def stop_heartbeat(self) -> None:
+        """Stop pinging (the connection stays open)."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
@@ -306,7 +315,7 @@ class HeartbeatMixin:
     def _heartbeat_tick(self) -> None:
         if self._unanswered >= self.heartbeat_misses:
             self.stop_heartbeat()
-            self._heartbeat_reason = HeartbeatTimeoutError(
+            self.heartbeat_reason = HeartbeatTimeoutError(
                 f"peer did not answer {self._unanswered} heartbeat pings "
                 f"({self.heartbeat_interval} s apart): considered dead"
             )
@@ -331,15 +340,15 @@ class HeartbeatMixin:
         (asyncio's) gets a plain abort, and the mixin passes the reason on to
         the classes after it.
         """
-        log.info("%s", self._heartbeat_reason)
+        log.info("%s", self.heartbeat_reason)
         try:
-            self.transport.abort(self._heartbeat_reason)
+            self.transport.abort(self.heartbeat_reason)
         except TypeError:
             self.transport.abort()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.stop_heartbeat()
-        super().connection_lost(exc or self._heartbeat_reason)  # type: ignore[misc]
+        super().connection_lost(exc or self.heartbeat_reason)  # type: ignore[misc]
 
 
 # ------------------------------------------------------------ connection limits

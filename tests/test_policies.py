@@ -57,7 +57,7 @@ class Recorder(Protocol):
 
 
 class IdleEcho(IdleTimeoutMixin, Recorder):
-    idle_timeout = 10.0
+    idle_timeout: float | None = 10.0
 
     def __init__(self, clock: Any) -> None:
         super().__init__()
@@ -444,12 +444,13 @@ def test_connection_limits_stay_right_over_hundreds_of_cycles(reactor: Reactor) 
             c.setblocking(False)
         # Five are accepted; three over the per-IP limit get "busy" and a close.
         refused: list[socket.socket] = []
-        run_until(
-            reactor,
-            lambda clients=clients, refused=refused: _count_refused(clients, refused) == 3
-            and limiter.total == 5,
-            what="5 accepted and 3 refused",
-        )
+
+        def settled(
+            clients: list[socket.socket] = clients, refused: list[socket.socket] = refused
+        ) -> bool:
+            return _count_refused(clients, refused) == 3 and limiter.total == 5
+
+        run_until(reactor, settled, what="5 accepted and 3 refused")
         assert limiter.count("127.0.0.1") == 5
         for c in clients:
             c.close()
