@@ -18,11 +18,14 @@ from reactor.loop import Reactor
 from reactor.stream import StreamTransport
 from reactor.tcp import Connector, Listener
 from reactor.timers import Handle, PeriodicCall, TimerHandle
+from reactor.udp import DatagramTransport
+from reactor.unix import UnixConnector, UnixListener
 
 __all__ = [
     "Address",
     "Connector",
     "DatagramProtocolInterface",
+    "DatagramTransport",
     "DatagramTransportInterface",
     "FactoryArg",
     "Handle",
@@ -34,6 +37,8 @@ __all__ = [
     "StreamTransport",
     "TimerHandle",
     "TransportInterface",
+    "UnixConnector",
+    "UnixListener",
     "available_backends",
 ]
 

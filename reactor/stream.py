@@ -22,6 +22,7 @@ import errno
 import logging
 import socket
 from collections import deque
+from collections.abc import Callable
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,8 @@ DEFAULT_LOW_WATER = 16 * 1024
 
 # Errors that mean the peer went away: logged quietly, not as failures.
 _PEER_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
+# ENOTCONN: shutdown() on a connection the peer has already reset.
+_PEER_GONE_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN})
 
 
 class StreamTransport:
@@ -61,6 +64,7 @@ class StreamTransport:
         "_fd",
         "_high",
         "_low",
+        "_on_lost",
         "_protocol",
         "_protocol_paused",
         "_reactor",
@@ -102,6 +106,9 @@ class StreamTransport:
         self.dropped_writes = 0
         self.bytes_received = 0
         self.bytes_sent = 0
+        #: Called (no arguments) once the connection is over, after
+        #: connection_lost: how a Connector releases its factory (do_stop).
+        self._on_lost: Callable[[], object] | None = None
         reactor._resources.add(self)
 
     def __repr__(self) -> str:
@@ -209,9 +216,13 @@ class StreamTransport:
             self._pause_protocol()
 
     def writelines(self, chunks: Any) -> None:
-        """Write each chunk of an iterable; flushed together where possible."""
-        for chunk in chunks:
-            self.write(chunk)
+        """Write the chunks of an iterable as one write (one ``send`` when nothing is
+        buffered, so a header and its body leave in one segment with TCP_NODELAY).
+
+        All or nothing: a chunk that is not bytes-like raises TypeError before
+        anything is written.
+        """
+        self.write(b"".join(chunks))
 
     def _dropped(self, size: int) -> None:
         self.dropped_writes += 1
@@ -292,6 +303,8 @@ class StreamTransport:
             raise ValueError(f"need high ({high!r}) >= low ({low!r}) >= 0")
         self._high = high
         self._low = low
+        if self._conn_lost:
+            return  # nothing is called on a protocol after connection_lost
         if self._buffer_size > high and not self._protocol_paused:
             self._pause_protocol()
         elif self._protocol_paused and self._buffer_size <= low:
@@ -325,11 +338,15 @@ class StreamTransport:
         if not self._buffer:
             self._lose(None)
 
-    def abort(self) -> None:
-        """Close now, dropping anything buffered (connection_lost(None))."""
-        self._force_close(None)
+    def abort(self, reason: BaseException | None = None) -> None:
+        """Close now, dropping anything buffered; ``connection_lost(reason)`` follows.
 
-    def _force_close(self, exc: BaseException | None) -> None:
+        ``reason`` (not in asyncio's API, which always passes None) lets a
+        policy say why it ended the connection, e.g. a heartbeat timeout.
+        """
+        self._force_close(reason)
+
+    def _force_close(self, exc: BaseException | None = None) -> None:
         if self._conn_lost:
             return
         self._closing = True
@@ -357,10 +374,12 @@ class StreamTransport:
             self._reactor._remove_writer(self._fd)
             self._sock.close()
             self._reactor._resources.discard(self)
+            if self._on_lost is not None:
+                self._on_lost()
 
     def _fatal_error(self, exc: OSError) -> None:
         """A system call failed: the connection is over (usually the peer reset it)."""
-        if isinstance(exc, _PEER_GONE) or exc.errno in (errno.ECONNRESET, errno.EPIPE):
+        if isinstance(exc, _PEER_GONE) or exc.errno in _PEER_GONE_ERRNOS:
             log.debug("%r: %s", self, exc)
         else:
             log.warning("%r: closing after socket error: %s", self, exc)

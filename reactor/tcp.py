@@ -27,6 +27,10 @@ log = logging.getLogger("reactor")
 #: How many connections one readiness event may accept: enough to empty a
 #: burst, few enough that a flood cannot hold the loop for long.
 ACCEPTS_PER_EVENT = 64
+#: How long accepting pauses after a failure, doubling (up to 1 s) while it
+#: keeps failing, back to this after a successful accept.
+_MIN_BACKOFF = 0.05
+_MAX_BACKOFF = 1.0
 
 # accept() failures that mean "this one connection died before we took it".
 _ACCEPT_SKIP = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
@@ -71,7 +75,7 @@ class Listener:
         self._closed = False
         self._exhausted = False
         self._paused_handle: Any = None
-        self._backoff = 0.05
+        self._backoff = _MIN_BACKOFF
         #: Connections accepted, and connections shed for lack of descriptors.
         self.accepted = 0
         self.shed = 0
@@ -103,6 +107,8 @@ class Listener:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
+                if self._closed:
+                    return  # a callback during this burst closed the listener
                 if exc.errno in _ACCEPT_SKIP:
                     continue
                 if exc.errno in _ACCEPT_EXHAUSTED:
@@ -111,6 +117,7 @@ class Listener:
                 log.error("%r: accept() failed: %s; pausing accepts briefly", self, exc)
                 self._pause_accepting()
                 return
+            self._backoff = _MIN_BACKOFF  # accepting works: the next pause starts short
             if self._exhausted:
                 self._exhausted = False
                 log.warning("%r: descriptors available again; accepting (shed %d)", self, self.shed)
@@ -180,7 +187,7 @@ class Listener:
             return
         self._reactor._remove_reader(self._fd)
         self._paused_handle = self._reactor.call_later(self._backoff, self._resume_accepting)
-        self._backoff = min(self._backoff * 2, 1.0)
+        self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
 
     def _resume_accepting(self) -> None:
         self._paused_handle = None
@@ -268,7 +275,11 @@ class Connector:
     ``on_connect(protocol)`` is called. On failure (refused, timed out, name
     not found, cancelled) the reason goes to the factory's
     ``client_connection_failed(connector, reason)`` and to ``on_failure(reason)``;
-    it is never raised out of the loop.
+    it is never raised out of the loop, and is reported on a later turn, never
+    from inside ``connect_tcp()``.
+
+    The factory's ``do_start()`` runs when the attempt starts; its ``do_stop()``
+    when the attempt fails or, after a success, when the connection ends.
     """
 
     def __init__(
@@ -332,7 +343,13 @@ class Connector:
         self.state = "connecting"
         while self._addrs:
             family, sockaddr = self._addrs.pop(0)
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                # socket() fails with EMFILE when out of descriptors, or for a
+                # family the kernel lacks: this address's failure, not the loop's.
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            except OSError as exc:
+                self._last_error = exc
+                continue
             sock.setblocking(False)
             err = sock.connect_ex(sockaddr)
             if err in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EINTR):
@@ -373,6 +390,9 @@ class Connector:
         self._reactor._resources.discard(self)
         self.protocol = protocol
         self.transport = StreamTransport(self._reactor, sock, protocol, peer)
+        # The factory stays in use until the connection ends (do_start/do_stop pair).
+        factory, reactor = self._factory, self._reactor
+        self.transport._on_lost = lambda: _factory_hook(factory, "do_stop", reactor)
         self.transport._start()
         if self._on_connect is not None:
             try:
