@@ -17,6 +17,7 @@ an error is logged with its traceback and the loop goes on.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -32,9 +33,11 @@ from typing import Any, Protocol
 
 from reactor.backends import READ, READ_BITS, WRITE, WRITE_BITS, Poller, make_poller
 from reactor.backends.base import INVALID
-from reactor.interfaces import FactoryArg
+from reactor.interfaces import DatagramProtocolInterface, FactoryArg
 from reactor.tcp import Connector, Listener, connect_tcp, listen_tcp
 from reactor.timers import Handle, PeriodicCall, TimerHandle, TimerQueue
+from reactor.udp import DatagramTransport, connect_udp, listen_udp
+from reactor.unix import UnixConnector, UnixListener, connect_unix, listen_unix
 from reactor.waker import Waker
 
 __all__ = ["Reactor"]
@@ -59,6 +62,23 @@ def _fileno(fd: int | _HasFileno) -> int:
     if n < 0:
         raise ValueError(f"invalid file descriptor {n} (is the file closed?)")
     return n
+
+
+def _file_id(fd: int) -> tuple[int, int] | None:
+    """What file ``fd`` names, to tell if its number was closed and reused; None if not open."""
+    if fd < 0:
+        return None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+_CLOSED_WHILE_WATCHED = (
+    "fd %d was closed while still watched; its callbacks were removed "
+    "(call remove_reader/remove_writer before closing an fd)"
+)
 
 
 def _ignore_signal(signum: int, frame: Any) -> None:
@@ -96,12 +116,22 @@ class Reactor:
         self._signal_sock: socket.socket | None = None
         self._signal_wsock: socket.socket | None = None
         self._old_wakeup_fd = -1
+        self._old_wakeup_id: tuple[int, int] | None = None  # (st_dev, st_ino) of it
         self._spare_fd = -1
         # Counters for stats(); plain ints so keeping them is nearly free.
         self._iterations = 0
         self._events = 0
-        self._waker = Waker()
-        self._add_reader(self._waker.fileno(), self._waker.consume)
+        waker = None
+        try:
+            waker = Waker()
+            self._add_reader(waker.fileno(), waker.consume)
+        except BaseException:
+            # Release what was made (select cannot watch an fd >= FD_SETSIZE).
+            if waker is not None:
+                waker.close()
+            self._poller.close()
+            raise
+        self._waker = waker
 
     # ------------------------------------------------------------------ state
 
@@ -138,6 +168,8 @@ class Reactor:
 
     def call_soon(self, callback: Callable[..., object], *args: Any) -> Handle:
         """Run ``callback(*args)`` on the next turn of the loop, in FIFO order."""
+        if self._closed:
+            self._check_open()
         handle = Handle(callback, args)
         self._ready.append(handle)
         return handle
@@ -159,10 +191,14 @@ class Reactor:
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
         """Run ``callback(*args)`` after ``delay`` seconds; returns a cancellable handle."""
+        if self._closed:
+            self._check_open()
         return self._timers.push(_monotonic() + delay, callback, args)
 
     def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
         """Run ``callback(*args)`` at ``when`` on the :meth:`time` clock."""
+        if self._closed:
+            self._check_open()
         return self._timers.push(when, callback, args)
 
     def call_every(
@@ -173,6 +209,7 @@ class Reactor:
         With ``now=True`` the first call is on the next turn. Cancel with
         ``.cancel()`` on the returned object.
         """
+        self._check_open()
         return PeriodicCall(self, interval, callback, args, now=now)
 
     def call_exception_handler(self, context: dict[str, Any]) -> None:
@@ -188,9 +225,8 @@ class Reactor:
             for key, value in context.items()
             if key not in ("message", "exception")
         )
-        log.error(
-            "%s%s", message, details, exc_info=(type(exc), exc, exc.__traceback__) if exc else None
-        )
+        exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
+        log.error("%s%s", message, details, exc_info=exc_info)
 
     def _callback_error(self, callback: object, exc: Exception) -> None:
         self._report_error(
@@ -201,14 +237,21 @@ class Reactor:
         try:
             self.call_exception_handler(context)
         except Exception:  # the sink itself failed: last resort, never kill the loop
-            log.exception("exception in the exception handler")
+            # Name the original error too, or a broken handler would hide every error.
+            log.exception(
+                "exception in the exception handler, while handling: %s: %r",
+                context.get("message"),
+                context.get("exception"),
+            )
 
     # ----------------------------------------------------------- fd watching
 
     def add_reader(self, fd: int | _HasFileno, callback: Callable[..., object], *args: Any) -> None:
         """Call ``callback(*args)`` whenever ``fd`` is readable (replaces any earlier reader)."""
         self._check_open()
-        self._add_reader(_fileno(fd), partial(callback, *args) if args else callback)
+        n = _fileno(fd)
+        self._forget_registration(n)
+        self._add_reader(n, partial(callback, *args) if args else callback)
 
     def remove_reader(self, fd: int | _HasFileno) -> bool:
         """Stop watching ``fd`` for reading; returns whether it was watched."""
@@ -217,11 +260,25 @@ class Reactor:
     def add_writer(self, fd: int | _HasFileno, callback: Callable[..., object], *args: Any) -> None:
         """Call ``callback(*args)`` whenever ``fd`` is writable (replaces any earlier writer)."""
         self._check_open()
-        self._add_writer(_fileno(fd), partial(callback, *args) if args else callback)
+        n = _fileno(fd)
+        self._forget_registration(n)
+        self._add_writer(n, partial(callback, *args) if args else callback)
 
     def remove_writer(self, fd: int | _HasFileno) -> bool:
         """Stop watching ``fd`` for writing; returns whether it was watched."""
         return self._remove_writer(_fileno(fd))
+
+    def _forget_registration(self, fd: int) -> None:
+        """Drop the poller's registration of ``fd`` so the next update makes a fresh one.
+
+        The public add_reader/add_writer do this (it is not on the transports'
+        path): the number may now name a new file, the old one having been
+        closed while watched. epoll and kqueue forget a closed fd silently, so
+        "already registered for these events" would be a lie and the new fd
+        would never be watched.
+        """
+        if self._registered.pop(fd, None) is not None:
+            self._poller.unregister(fd)
 
     # The underscore versions are what transports use: no argument checks.
 
@@ -253,9 +310,9 @@ class Reactor:
             return
         poller = self._poller
         if not bits:
-            if old is not None:
-                del self._registered[fd]
-                poller.unregister(fd)
+            # Only a removal gets here, and only for an fd that was registered.
+            self._registered.pop(fd, None)
+            poller.unregister(fd)
             return
         try:
             if old is None:
@@ -269,29 +326,78 @@ class Reactor:
                 try:
                     poller.modify(fd, bits)
                 except FileNotFoundError:
+                    if not bits & ~old:
+                        raise  # less interest in a file that is gone: see below
                     # The old fd was closed (the kernel dropped it) and its
                     # number has been reused: register the new one.
                     poller.register(fd, bits)
-        except BaseException:
+        except BaseException as exc:
             # Keep our tables consistent with the kernel's: nothing watched.
-            self._readers.pop(fd, None)
-            self._writers.pop(fd, None)
-            self._registered.pop(fd, None)
+            self._drop_fd(fd, log_closed=False)
+            if (
+                old is not None
+                and not bits & ~old
+                and isinstance(exc, OSError)
+                and exc.errno in (errno.EBADF, errno.ENOENT)
+            ):
+                # Removing a reader or writer of an fd that was closed while
+                # watched (epoll and kqueue forget such fds silently, so this
+                # is where it shows): its other callback goes too, as when
+                # poll reports POLLNVAL. A removal does not fail.
+                log.error(_CLOSED_WHILE_WATCHED, fd)
+                return
             raise
         self._registered[fd] = bits
 
-    def _drop_fd(self, fd: int, bits: int) -> None:
-        """The poller reported an fd we have no callback for, or one that was closed."""
-        if bits & INVALID:
-            had = fd in self._readers or fd in self._writers
-            self._readers.pop(fd, None)
-            self._writers.pop(fd, None)
-            if had:
-                log.error(
-                    "fd %d was closed while still watched; its callbacks were removed "
-                    "(call remove_reader/remove_writer before closing an fd)",
-                    fd,
-                )
+    def _fd_callback_error(self, fd: int, callback: object, exc: Exception) -> None:
+        """A reader or writer raised. If it failed because its fd was closed
+        while watched, drop the fd, or it would be called again every turn."""
+        self._callback_error(callback, exc)
+        if (
+            isinstance(exc, OSError)
+            and exc.errno == errno.EBADF
+            and fd in self._registered
+            and _file_id(fd) is None
+        ):
+            self._drop_fd(fd)
+
+    def _unwatch_stale(self, fd: int) -> None:
+        """The poller reported an fd the reactor does not watch: make it stop."""
+        poller = self._poller
+        poller.unregister(fd)
+        if _file_id(fd) is None and any(ready == fd for ready, _ in poller.poll(0.0)):
+            # Closed, yet still reported after unregister(): epoll keys a
+            # registration by file *and* number, and the file lives on
+            # elsewhere (a dup, a child process), so the number can no longer
+            # remove it. Left alone, the loop would spin on it for good.
+            self._rebuild_poller()
+
+    def _rebuild_poller(self) -> None:
+        """Replace the poller with a new one watching what the tables say."""
+        old = self._poller
+        try:
+            new = type(old)()
+        except Exception:
+            log.exception("could not make a new %s poller to drop a closed fd", old.name)
+            return
+        dead = []
+        for fd, bits in self._registered.items():
+            try:
+                new.register(fd, bits)
+            except OSError:
+                dead.append(fd)  # closed while watched as well
+        self._poller = new
+        old.close()
+        for fd in dead:
+            self._drop_fd(fd)
+        log.warning("rebuilt the %s poller to drop a closed fd it kept reporting", new.name)
+
+    def _drop_fd(self, fd: int, log_closed: bool = True) -> None:
+        """Forget ``fd`` entirely; the poller reported it closed (INVALID)."""
+        if log_closed and (fd in self._readers or fd in self._writers):
+            log.error(_CLOSED_WHILE_WATCHED, fd)
+        self._readers.pop(fd, None)
+        self._writers.pop(fd, None)
         self._registered.pop(fd, None)
         self._poller.unregister(fd)
 
@@ -322,6 +428,8 @@ class Reactor:
         self._check_open()
         if self._running:
             raise RuntimeError("run_once() called while the reactor is running")
+        if timeout is not None and timeout < 0.0:
+            timeout = 0.0
         self._running = True
         self._thread_id = threading.get_ident()
         try:
@@ -335,7 +443,13 @@ class Reactor:
         """Stop :meth:`run` after the current turn. Safe from callbacks, signal
         handlers and other threads. Called before run(), run() does one turn."""
         self._stopping = True
-        if self._thread_id is not None and self._thread_id != threading.get_ident():
+        if self._thread_id is not None:
+            # From a callback this costs one write per run(). It is needed from
+            # another thread, and from a plain signal.signal() handler: that runs
+            # in the loop's thread, after which poll() is retried (PEP 475).
+            # (Such a handler for a signal that lands just before the wait
+            # begins runs only when the wait ends; add_signal_handler() has
+            # no such gap.)
             self._waker.wake()
 
     def _run_once(self, max_wait: float | None) -> None:
@@ -362,7 +476,7 @@ class Reactor:
             writers = self._writers
             for fd, bits in events:
                 if bits & INVALID:
-                    self._drop_fd(fd, bits)
+                    self._drop_fd(fd)
                     continue
                 handled = False
                 if bits & READ_BITS:
@@ -372,7 +486,7 @@ class Reactor:
                         try:
                             callback()
                         except Exception as exc:
-                            self._callback_error(callback, exc)
+                            self._fd_callback_error(fd, callback, exc)
                 if bits & WRITE_BITS:
                     callback = writers.get(fd)
                     if callback is not None:
@@ -380,11 +494,11 @@ class Reactor:
                         try:
                             callback()
                         except Exception as exc:
-                            self._callback_error(callback, exc)
+                            self._fd_callback_error(fd, callback, exc)
                 if not handled and fd not in self._registered:
                     # Reported but no longer ours (a stale registration):
                     # drop it so it cannot make the loop spin.
-                    self._poller.unregister(fd)
+                    self._unwatch_stale(fd)
 
         if timers._heap:
             # A timer due within the clock's resolution counts as due now,
@@ -413,11 +527,7 @@ class Reactor:
         are restored by :meth:`remove_signal_handler`.
         """
         self._check_open()
-        if threading.current_thread() is not threading.main_thread():
-            raise RuntimeError(
-                "add_signal_handler() must be called from the main thread: Python only "
-                "delivers signals there; use call_from_thread() to reach the reactor"
-            )
+        self._check_main_thread("add_signal_handler")
         if not isinstance(sig, int) or sig not in signal.valid_signals():
             raise ValueError(f"{sig!r} is not a valid signal number")
         if sig in (signal.SIGKILL, signal.SIGSTOP):
@@ -427,26 +537,68 @@ class Reactor:
             rsock.setblocking(False)
             wsock.setblocking(False)
             self._old_wakeup_fd = signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
+            self._old_wakeup_id = _file_id(self._old_wakeup_fd)
             self._signal_sock, self._signal_wsock = rsock, wsock
-            self._add_reader(rsock.fileno(), self._read_signals)
+            try:
+                self._add_reader(rsock.fileno(), self._read_signals)
+            except BaseException:
+                self._teardown_signals()
+                raise
         previous = self._signal_handlers.get(sig)
-        old_handler = previous[1] if previous else signal.signal(sig, _ignore_signal)
+        if previous is not None:
+            old_handler = previous[1]
+        else:
+            try:
+                old_handler = signal.signal(sig, _ignore_signal)
+            except BaseException:
+                if not self._signal_handlers:
+                    self._teardown_signals()
+                raise
         self._signal_handlers[sig] = (Handle(callback, args), old_handler)
 
     def remove_signal_handler(self, sig: int) -> bool:
-        """Remove the handler for ``sig`` and restore what was there before."""
-        entry = self._signal_handlers.pop(sig, None)
-        if entry is None:
+        """Remove the handler for ``sig`` and restore what was there before.
+
+        Returns whether there was one. Main thread only, like
+        :meth:`add_signal_handler`.
+        """
+        if sig not in self._signal_handlers:
             return False
+        self._check_main_thread("remove_signal_handler")
+        entry = self._signal_handlers.pop(sig)
         signal.signal(sig, entry[1] if entry[1] is not None else signal.SIG_DFL)
-        if not self._signal_handlers and self._signal_sock is not None:
-            signal.set_wakeup_fd(self._old_wakeup_fd)
-            self._remove_reader(self._signal_sock.fileno())
-            self._signal_sock.close()
-            assert self._signal_wsock is not None
-            self._signal_wsock.close()
-            self._signal_sock = self._signal_wsock = None
+        if not self._signal_handlers:
+            self._teardown_signals()
         return True
+
+    def _check_main_thread(self, what: str) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError(
+                f"{what}() must be called from the main thread: Python only "
+                "delivers signals there; use call_from_thread() to reach the reactor"
+            )
+
+    def _teardown_signals(self) -> None:
+        """Give back the wake-up fd and close the signal socket pair."""
+        rsock, wsock = self._signal_sock, self._signal_wsock
+        assert rsock is not None and wsock is not None  # only called while installed
+        old = self._old_wakeup_fd
+        if old >= 0 and _file_id(old) != self._old_wakeup_id:
+            # The previous owner closed its fd meanwhile (and the number may
+            # name another file now): restoring it would let the C signal
+            # handler write into a stranger's fd.
+            old = -1
+        current = signal.set_wakeup_fd(old)
+        if current != wsock.fileno():
+            # Someone installed their own wake-up fd after ours (another
+            # reactor, asyncio): it stays theirs.
+            signal.set_wakeup_fd(current)
+        self._remove_reader(rsock.fileno())
+        rsock.close()
+        wsock.close()
+        self._signal_sock = self._signal_wsock = None
+        self._old_wakeup_fd = -1
+        self._old_wakeup_id = None
 
     def _read_signals(self) -> None:
         assert self._signal_sock is not None
@@ -505,6 +657,73 @@ class Reactor:
             self, host, port, factory, timeout=timeout, on_connect=on_connect, on_failure=on_failure
         )
 
+    def listen_unix(self, path: str, factory: FactoryArg, backlog: int = 1024) -> UnixListener:
+        """Accept connections on the Unix socket ``path``, like :meth:`listen_tcp`.
+
+        A stale socket file left by a dead server is replaced; a path a live
+        server listens on is refused; the file is removed when the listener closes.
+        """
+        self._check_open()
+        return listen_unix(self, path, factory, backlog)
+
+    def connect_unix(
+        self,
+        path: str,
+        factory: FactoryArg,
+        *,
+        timeout: float | None = 30.0,
+        on_connect: Callable[[Any], object] | None = None,
+        on_failure: Callable[[BaseException], object] | None = None,
+    ) -> UnixConnector:
+        """Connect to the Unix socket ``path``, like :meth:`connect_tcp`."""
+        self._check_open()
+        return connect_unix(
+            self, path, factory, timeout=timeout, on_connect=on_connect, on_failure=on_failure
+        )
+
+    def listen_udp(
+        self,
+        port: int,
+        protocol: DatagramProtocolInterface,
+        host: str | None = "127.0.0.1",
+        *,
+        broadcast: bool = False,
+        reuse_port: bool = False,
+    ) -> DatagramTransport:
+        """Bind a UDP endpoint; ``protocol.datagram_received(data, addr)`` gets each datagram.
+
+        ``connection_made`` runs on the next turn. ``broadcast`` sets
+        SO_BROADCAST; ``reuse_port`` lets several endpoints share the port.
+        """
+        self._check_open()
+        return listen_udp(self, port, protocol, host, broadcast=broadcast, reuse_port=reuse_port)
+
+    def connect_udp(
+        self,
+        host: str,
+        port: int,
+        protocol: DatagramProtocolInterface,
+        *,
+        local_host: str | None = None,
+        local_port: int = 0,
+        broadcast: bool = False,
+    ) -> DatagramTransport:
+        """A UDP endpoint connected to ``host:port`` (an IP address).
+
+        ``sendto(data)`` needs no address, and an ICMP port-unreachable from the
+        peer reaches ``protocol.error_received``.
+        """
+        self._check_open()
+        return connect_udp(
+            self,
+            host,
+            port,
+            protocol,
+            local_host=local_host,
+            local_port=local_port,
+            broadcast=broadcast,
+        )
+
     def _run_in_thread(
         self, fn: Callable[[], Any], done: Callable[[Any, BaseException | None], None]
     ) -> None:
@@ -550,6 +769,9 @@ class Reactor:
             raise RuntimeError("close() called while the reactor is running; stop() it first")
         if self._closed:
             return
+        if self._signal_handlers:
+            # Check before releasing anything, so a failed close() can be retried.
+            self._check_main_thread("close")
         for resource in list(self._resources):
             try:
                 resource._force_close()

@@ -164,8 +164,10 @@ class PeriodicCall:
         *,
         now: bool = False,
     ) -> None:
-        if not interval > 0:
-            raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
+        if not 0 < interval < math.inf:
+            raise ValueError(
+                f"interval must be a positive, finite number of seconds, got {interval!r}"
+            )
         self.interval = interval
         self.missed = 0
         self.calls = 0

@@ -59,8 +59,11 @@ class Waker:
         self._pending = False
 
     def close(self) -> None:
-        if self._rfd >= 0:
-            os.close(self._rfd)
-            if self._wfd != self._rfd:  # pragma: no cover - pipe fallback
-                os.close(self._wfd)
+        rfd, wfd = self._rfd, self._wfd
+        if rfd >= 0:
+            # Forget the numbers before closing them: a thread still calling
+            # wake() must not write into a new file that reuses the number.
             self._rfd = self._wfd = -1
+            os.close(rfd)
+            if wfd != rfd:  # pragma: no cover - pipe fallback
+                os.close(wfd)
