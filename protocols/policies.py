@@ -355,52 +355,29 @@ class HeartbeatMixin:
 
 
 class _Rejected:
-    """Sends the refusal message (if any), then closes without losing it.
+    """Sends the refusal message (if any) and closes.
 
-    Closing a socket whose peer has sent data we did not read makes the
-    kernel answer with a reset, which can destroy the message before the
-    client reads it. So the refusal is a lingering close: send the message
-    and FIN, discard what the client sends, and close on its EOF or after
-    ``linger`` seconds. Without a clock, or when too many refused
-    connections are lingering (a flood), it closes at once.
+    The reactor's transports close gracefully: they send FIN and wait for the
+    client's before closing the socket, so input the client already sent
+    cannot turn the close into a reset that destroys the message.
     """
 
-    def __init__(self, message: bytes | None, limiter: ConnectionLimiter) -> None:
+    def __init__(self, message: bytes | None) -> None:
         self.message = message
-        self._limiter = limiter
-        self._timer: TimerHandle | None = None
-        self._lingering = False
 
     def connection_made(self, transport: Any) -> None:
-        self.transport = transport
         if self.message:
             transport.write(self.message)
-        limiter = self._limiter
-        if (
-            limiter.clock is None
-            or limiter.lingering >= limiter.max_lingering
-            or not transport.can_write_eof()
-        ):
-            transport.close()
-            return
-        limiter.lingering += 1
-        self._lingering = True
-        transport.write_eof()
-        self._timer = limiter.clock.call_later(limiter.linger, transport.close)
+        transport.close()
 
     def data_received(self, data: bytes) -> None:
-        pass  # discarded: the connection was refused
+        pass
 
     def eof_received(self) -> bool | None:
-        return None  # the client closed its side: close ours
+        return None
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._lingering:
-            self._lingering = False
-            self._limiter.lingering -= 1
+        pass
 
     def pause_writing(self) -> None:
         pass
@@ -439,11 +416,6 @@ class ConnectionLimiter:
     a connection over either limit is sent ``message`` (if any) and closed; the
     wrapped factory never sees it. Counts go down as connections end, however
     they end. ``total`` and :meth:`count` tell the current numbers.
-
-    Give a ``clock`` (the reactor) so a refused client reliably reads the
-    message: the connection then lingers up to ``linger`` seconds for the
-    client's EOF instead of closing over its unread input (which would reset
-    the connection); at most ``max_lingering`` refused connections linger.
     """
 
     def __init__(
@@ -454,9 +426,6 @@ class ConnectionLimiter:
         max_per_ip: int | None = None,
         message: bytes | None = None,
         per_ip_message: bytes | None = None,
-        clock: ClockLike | None = None,
-        linger: float = 2.0,
-        max_lingering: int = 64,
     ) -> None:
         for name, value in (("max_total", max_total), ("max_per_ip", max_per_ip)):
             if value is not None and value < 1:
@@ -466,11 +435,6 @@ class ConnectionLimiter:
         self.max_per_ip = max_per_ip
         self.message = message
         self.per_ip_message = per_ip_message if per_ip_message is not None else message
-        self.clock = clock
-        self.linger = linger
-        self.max_lingering = max_lingering
-        #: Refused connections now waiting for their client's EOF.
-        self.lingering = 0
         self.total = 0
         self.rejected = 0
         self._per_ip: dict[Any, int] = {}
@@ -486,7 +450,7 @@ class ConnectionLimiter:
             log.info(
                 "refusing %r: %d connections open (limit %d)", addr, self.total, self.max_total
             )
-            return _Rejected(self.message, self)
+            return _Rejected(self.message)
         current = self._per_ip.get(key, 0)
         if self.max_per_ip is not None and current >= self.max_per_ip:
             self.rejected += 1
@@ -497,7 +461,7 @@ class ConnectionLimiter:
                 key,
                 self.max_per_ip,
             )
-            return _Rejected(self.per_ip_message, self)
+            return _Rejected(self.per_ip_message)
         inner = build_protocol(self.factory, addr)
         if inner is None:
             return None

@@ -118,6 +118,7 @@ class Reactor:
         self._old_wakeup_fd = -1
         self._old_wakeup_id: tuple[int, int] | None = None  # (st_dev, st_ino) of it
         self._spare_fd = -1
+        self._lingering = 0  # closed connections waiting for their peer's FIN
         # Counters for stats(); plain ints so keeping them is nearly free.
         self._iterations = 0
         self._events = 0
@@ -777,14 +778,19 @@ class Reactor:
                 resource._force_close()
             except Exception as exc:
                 self._callback_error(resource, exc)
-        # Deliver the connection_lost callbacks the closes queued.
-        while self._ready:
-            handle = self._ready.popleft()
-            if not handle._cancelled:
-                try:
-                    handle._callback(*handle._args)
-                except Exception as exc:
-                    self._callback_error(handle._callback, exc)
+        # Deliver the connection_lost callbacks the closes queued. A few passes
+        # (a connection_lost may close something else), but bounded: a
+        # callback that keeps rescheduling itself must not hang close().
+        for _ in range(8):
+            if not self._ready:
+                break
+            for _ in range(len(self._ready)):
+                handle = self._ready.popleft()
+                if not handle._cancelled:
+                    try:
+                        handle._callback(*handle._args)
+                    except Exception as exc:
+                        self._callback_error(handle._callback, exc)
         for sig in list(self._signal_handlers):
             self.remove_signal_handler(sig)
         self._closed = True

@@ -43,6 +43,11 @@ _READ_SIZE = 256 * 1024
 DEFAULT_HIGH_WATER = 64 * 1024
 DEFAULT_LOW_WATER = 16 * 1024
 
+#: How long a gracefully closed connection waits for the peer's FIN, and how
+#: many may wait at once per reactor (past that, sockets close at once).
+LINGER_TIME = 2.0
+MAX_LINGERING = 1024
+
 # Errors that mean the peer went away: logged quietly, not as failures.
 _PEER_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
 # ENOTCONN: shutdown() on a connection the peer has already reset.
@@ -64,6 +69,8 @@ class StreamTransport:
         "_fd",
         "_high",
         "_low",
+        "_graceful",
+        "_linger_timer",
         "_on_lost",
         "_protocol",
         "_protocol_paused",
@@ -109,6 +116,8 @@ class StreamTransport:
         #: Called (no arguments) once the connection is over, after
         #: connection_lost: how a Connector releases its factory (do_stop).
         self._on_lost: Callable[[], object] | None = None
+        self._graceful = False  # close() (not abort or an error) ended it
+        self._linger_timer: Any = None
         reactor._resources.add(self)
 
     def __repr__(self) -> str:
@@ -334,6 +343,7 @@ class StreamTransport:
         if self._closing:
             return
         self._closing = True
+        self._graceful = True
         self._reactor._remove_reader(self._fd)
         if not self._buffer:
             self._lose(None)
@@ -348,8 +358,12 @@ class StreamTransport:
 
     def _force_close(self, exc: BaseException | None = None) -> None:
         if self._conn_lost:
+            self._graceful = False  # abort() after close(): no lingering
+            if self._linger_timer is not None:
+                self._end_linger()  # the reactor is closing: stop lingering now
             return
         self._closing = True
+        self._graceful = False
         if self._buffer:
             self._buffer.clear()
             self._buffer_size = 0
@@ -370,12 +384,61 @@ class StreamTransport:
             self._reactor._callback_error(self._protocol.connection_lost, error)
         finally:
             # Unregister before closing: a closed fd's number is reused at once.
-            self._reactor._remove_reader(self._fd)
-            self._reactor._remove_writer(self._fd)
-            self._sock.close()
-            self._reactor._resources.discard(self)
+            reactor = self._reactor
+            reactor._remove_reader(self._fd)
+            reactor._remove_writer(self._fd)
+            if (
+                self._graceful
+                and not self._eof_received
+                and reactor._lingering < MAX_LINGERING
+            ):
+                self._start_linger()
+            else:
+                self._sock.close()
+                reactor._resources.discard(self)
             if self._on_lost is not None:
                 self._on_lost()
+
+    # A lingering close. Closing a socket while the peer's data sits unread in
+    # it makes the kernel send a reset instead of a FIN, and a reset can destroy
+    # what we wrote last (a goodbye line, a refusal message) before the peer
+    # reads it. So after a graceful close() whose peer has not yet closed its
+    # side, we send FIN, read and discard until the peer's FIN (or an error),
+    # and only then close, giving up after LINGER_TIME seconds. The protocol
+    # has already had connection_lost; this is the transport tidying up.
+
+    def _start_linger(self) -> None:
+        try:
+            if not self._eof_written:
+                self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._sock.close()
+            self._reactor._resources.discard(self)
+            return
+        self._reactor._lingering += 1
+        self._linger_timer = self._reactor.call_later(LINGER_TIME, self._end_linger)
+        self._reactor._add_reader(self._fd, self._linger_read)
+
+    def _linger_read(self) -> None:
+        try:
+            if self._recv(_READ_SIZE):
+                return  # discarded
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self._end_linger()
+
+    def _end_linger(self) -> None:
+        if self._linger_timer is None:
+            return
+        self._linger_timer.cancel()
+        self._linger_timer = None
+        reactor = self._reactor
+        reactor._lingering -= 1
+        reactor._remove_reader(self._fd)
+        self._sock.close()
+        reactor._resources.discard(self)
 
     def _fatal_error(self, exc: OSError) -> None:
         """A system call failed: the connection is over (usually the peer reset it)."""

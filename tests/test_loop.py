@@ -1364,3 +1364,15 @@ def test_callback_errors_that_are_not_about_its_fd(
         run_until(reactor, lambda: len(kinds) == 3)
     assert "was closed while still watched" not in caplog.text
     assert len([r for r in caplog.records if r.name == "reactor"]) == 3
+
+
+def test_close_does_not_run_self_rescheduling_callbacks_forever(reactor: Reactor) -> None:
+    runs: list[int] = []
+
+    def again() -> None:
+        runs.append(1)
+        reactor.call_soon(again)
+
+    reactor.call_soon(again)
+    reactor.close()
+    assert 1 <= len(runs) <= 8

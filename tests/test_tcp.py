@@ -24,9 +24,10 @@ import pytest
 from apps.echo import Echo
 from protocols.base import Factory, Protocol
 from reactor import Reactor
+from reactor import stream as stream_module
 from reactor.stream import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, StreamTransport
 from reactor.tcp import ACCEPTS_PER_EVENT, Listener, _bind_error
-from tests.conftest import run_until
+from tests.conftest import make_reactor, run_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -882,6 +883,8 @@ def test_get_extra_info_sockname_after_close_gives_the_default(reactor: Reactor)
     t = client.transport
     t.close()
     run_until(reactor, lambda: client.lost, what="closed")
+    # The socket lingers until the peer's FIN, then closes.
+    run_until(reactor, lambda: t.get_extra_info("socket").fileno() == -1, what="socket closed")
     assert t.get_extra_info("sockname") is None
     assert t.get_extra_info("sockname", "gone") == "gone"
     assert t.get_extra_info("peername") is not None
@@ -1326,7 +1329,7 @@ def test_exception_in_connection_lost_is_logged_and_the_socket_closed(
     t.close()
     run_until(reactor, lambda: calls, what="connection_lost")
     assert calls == [None]
-    assert t.get_extra_info("socket").fileno() == -1
+    run_until(reactor, lambda: t.get_extra_info("socket").fileno() == -1, what="socket closed")
     assert t not in reactor._resources
     assert any(r.levelno == logging.ERROR for r in caplog.records)
     client.lost.append(None)
@@ -1436,3 +1439,107 @@ def test_write_when_the_kernel_buffer_is_already_full(reactor: Reactor) -> None:
     assert len(peer.received) == raw + len(b"queued")
     assert peer.received.endswith(b"kqueued")
     peer.close()
+
+
+# ------------------------------------------------------------- lingering close
+
+
+class _Goodbye:
+    """Writes a goodbye and closes as soon as it is connected."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.write(b"goodbye\n")
+        transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        raise AssertionError("nothing is delivered after close()")
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost = exc
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+
+def test_close_over_unread_input_does_not_reset_the_goodbye(reactor: Reactor) -> None:
+    """A server that closes while the client's data sits unread must not send RST.
+
+    Without the lingering close the kernel answers the unread input with a
+    reset, and the client may never read the goodbye.
+    """
+    listener = reactor.listen_tcp(0, _Goodbye)
+    client = socket.create_connection(listener.address)
+    client.sendall(b"x" * 100_000)  # input the server will never read
+    client.setblocking(False)
+    received = bytearray()
+    ended: list[str] = []
+
+    def read() -> bool:
+        try:
+            data = client.recv(65536)
+        except BlockingIOError:
+            return False
+        except ConnectionResetError:
+            ended.append("reset")
+            return True
+        if not data:
+            ended.append("eof")
+            return True
+        received.extend(data)
+        return False
+
+    run_until(reactor, read, what="the client to see the end")
+    assert bytes(received) == b"goodbye\n"
+    assert ended == ["eof"]
+    assert reactor._lingering == 1  # the server waits for the client's FIN
+    client.close()
+    run_until(reactor, lambda: reactor._lingering == 0, what="the linger to end")
+    assert not any(isinstance(r, StreamTransport) for r in reactor._resources)
+    listener.close()
+
+
+def test_linger_gives_up_after_its_time(reactor: Reactor, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stream_module, "LINGER_TIME", 0.05)
+    listener = reactor.listen_tcp(0, _Goodbye)
+    client = socket.create_connection(listener.address)  # never closes
+    run_until(reactor, lambda: reactor._lingering == 1, what="lingering")
+    run_until(reactor, lambda: reactor._lingering == 0, what="the linger to time out")
+    assert client.recv(100) == b"goodbye\n"
+    client.close()
+    listener.close()
+
+
+def test_no_linger_after_abort_or_when_too_many(
+    reactor: Reactor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, _server, client = connected_pair(reactor)
+    t = client.transport
+    t.close()
+    t.abort()  # abort after close: close now, no lingering
+    run_until(reactor, lambda: client.lost, what="lost")
+    assert t.get_extra_info("socket").fileno() == -1
+    monkeypatch.setattr(stream_module, "MAX_LINGERING", 0)
+    _, _server2, client2 = connected_pair(reactor)
+    client2.transport.close()
+    run_until(reactor, lambda: client2.lost, what="lost")
+    assert client2.transport.get_extra_info("socket").fileno() == -1
+    assert reactor._lingering == 0
+
+
+def test_reactor_close_ends_lingering_sockets(backend: str) -> None:
+    reactor = make_reactor(backend)
+    listener = reactor.listen_tcp(0, _Goodbye)
+    client = socket.create_connection(listener.address)
+    run_until(reactor, lambda: reactor._lingering == 1, what="lingering")
+    lingering = [r for r in reactor._resources if isinstance(r, StreamTransport)]
+    reactor.close()
+    assert reactor._lingering == 0
+    assert lingering[0].get_extra_info("socket").fileno() == -1
+    client.close()
