@@ -57,6 +57,12 @@ def add_common_options(
         help="readiness backend (default: $REACTOR_BACKEND or the best available)",
     )
     parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="print one line per poll, connection event and timer, to watch the loop turn "
+        "(same as REACTOR_TRACE=1)",
+    )
+    parser.add_argument(
         "--log-level",
         default="WARNING",
         type=str.upper,
@@ -87,7 +93,7 @@ def die(prog: str, message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 def make_reactor(prog: str, args: argparse.Namespace) -> Reactor:
     try:
-        return Reactor(backend=args.backend)
+        return Reactor(backend=args.backend, trace=True if getattr(args, "trace", False) else None)
     except ValueError as exc:
         die(prog, str(exc), EXIT_USAGE)
 

@@ -14,7 +14,7 @@ from reactor.interfaces import (
     ProtocolInterface,
     TransportInterface,
 )
-from reactor.loop import Reactor
+from reactor.loop import Reactor, ReactorStats
 from reactor.stream import StreamTransport
 from reactor.tcp import Connector, Listener
 from reactor.timers import Handle, PeriodicCall, TimerHandle
@@ -34,6 +34,7 @@ __all__ = [
     "ProtocolFactoryInterface",
     "ProtocolInterface",
     "Reactor",
+    "ReactorStats",
     "StreamTransport",
     "TimerHandle",
     "TransportInterface",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import signal
 import socket
@@ -29,18 +30,26 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from reactor.backends import READ, READ_BITS, WRITE, WRITE_BITS, Poller, make_poller
 from reactor.backends.base import INVALID
+from reactor.debug import install_debug, warn_slow_iteration, warn_unclosed
 from reactor.interfaces import DatagramProtocolInterface, FactoryArg
+from reactor.stream import StreamTransport
 from reactor.tcp import Connector, Listener, connect_tcp, listen_tcp
 from reactor.timers import Handle, PeriodicCall, TimerHandle, TimerQueue
+from reactor.trace import (
+    TracingPoller,
+    TracingStreamTransport,
+    TracingTimerQueue,
+    enable_trace_output,
+)
 from reactor.udp import DatagramTransport, connect_udp, listen_udp
 from reactor.unix import UnixConnector, UnixListener, connect_unix, listen_unix
 from reactor.waker import Waker
 
-__all__ = ["Reactor"]
+__all__ = ["Reactor", "ReactorStats"]
 
 log = logging.getLogger("reactor")
 
@@ -81,6 +90,40 @@ _CLOSED_WHILE_WATCHED = (
 )
 
 
+class ReactorStats(TypedDict):
+    """What :meth:`Reactor.stats` returns."""
+
+    backend: str
+    iterations: int
+    events: int
+    callbacks: int
+    timers_scheduled: int
+    timers_fired: int
+    timers_cancelled: int
+    timers_pending: int
+    timers: int
+    registered_fds: int
+    connections: int
+    datagram_endpoints: int
+    listeners: int
+    lingering: int
+    resources: int
+    bytes_in: int
+    bytes_out: int
+    longest_iteration: float
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _is_closing(resource: Any) -> bool:
+    closing = getattr(resource, "is_closing", None)
+    if closing is not None:
+        return bool(closing())
+    return bool(getattr(resource, "closed", False))
+
+
 def _ignore_signal(signum: int, frame: Any) -> None:
     """The Python-level handler: the real work is done via the wake-up fd."""
 
@@ -93,17 +136,38 @@ class Reactor:
     ``REACTOR_BACKEND`` environment variable, or else the best one available.
     """
 
-    def __init__(self, backend: str | Poller | None = None) -> None:
+    def __init__(
+        self,
+        backend: str | Poller | None = None,
+        *,
+        trace: bool | None = None,
+        debug: bool | None = None,
+        slow_callback_duration: float = 0.1,
+    ) -> None:
         self._poller: Poller = (
             make_poller(backend) if backend is None or isinstance(backend, str) else backend
         )
-        #: The name of the readiness backend in use.
         self.backend: str = self._poller.name
+        """The name of the readiness backend in use."""
+        self.trace: bool = _env_flag("REACTOR_TRACE") if trace is None else trace
+        """Whether trace mode logs each poll, connection event and timer (``reactor.trace``)."""
+        self.debug: bool = _env_flag("REACTOR_DEBUG") if debug is None else debug
+        """Whether debug mode warns about slow callbacks and misuse (``reactor.debug``)."""
+        self.slow_callback_duration = slow_callback_duration
+        """In debug mode, callbacks and iterations slower than this (seconds) are logged."""
+        self._slow_iteration = slow_callback_duration if self.debug else math.inf
+        self._transport_class: type[StreamTransport] = StreamTransport
+        self._trace_ids = 0  # connection numbers in trace lines
         self._readers: dict[int, Callable[[], object]] = {}
         self._writers: dict[int, Callable[[], object]] = {}
         self._registered: dict[int, int] = {}  # fd -> bits the poller watches
         self._ready: deque[Handle] = deque()
         self._timers = TimerQueue()
+        if self.trace:
+            self._poller = TracingPoller(self._poller)
+            self._timers = TracingTimerQueue()
+            self._transport_class = TracingStreamTransport
+            enable_trace_output()
         self._running = False
         self._stopping = False
         self._closed = False
@@ -119,9 +183,13 @@ class Reactor:
         self._old_wakeup_id: tuple[int, int] | None = None  # (st_dev, st_ino) of it
         self._spare_fd = -1
         self._lingering = 0  # closed connections waiting for their peer's FIN
-        # Counters for stats(); plain ints so keeping them is nearly free.
+        # Counters for stats(); plain numbers so keeping them is nearly free.
         self._iterations = 0
         self._events = 0
+        self._callbacks = 0
+        self._longest_iteration = 0.0
+        self._bytes_in_closed = 0  # bytes of connections already gone
+        self._bytes_out_closed = 0
         waker = None
         try:
             waker = Waker()
@@ -133,6 +201,8 @@ class Reactor:
             self._poller.close()
             raise
         self._waker = waker
+        if self.debug:
+            install_debug(self)
 
     # ------------------------------------------------------------------ state
 
@@ -470,6 +540,7 @@ class Reactor:
                     timeout = max_wait
 
         events = self._poller.poll(timeout)
+        start = _monotonic()
         self._iterations += 1
         if events:
             self._events += len(events)
@@ -508,7 +579,9 @@ class Reactor:
 
         # Run only what was queued before now: callbacks queued by these
         # callbacks wait for the next turn, so I/O is never starved.
-        for _ in range(len(ready)):
+        count = len(ready)
+        self._callbacks += count
+        for _ in range(count):
             item = ready.popleft()
             if item._cancelled:
                 continue
@@ -516,6 +589,12 @@ class Reactor:
                 item._callback(*item._args)
             except Exception as exc:
                 self._callback_error(item._callback, exc)
+
+        took = _monotonic() - start
+        if took > self._longest_iteration:
+            self._longest_iteration = took
+        if took > self._slow_iteration:  # never true outside debug mode (inf)
+            warn_slow_iteration(took, self.slow_callback_duration)
 
     # ----------------------------------------------------------------- signals
 
@@ -773,6 +852,8 @@ class Reactor:
         if self._signal_handlers:
             # Check before releasing anything, so a failed close() can be retried.
             self._check_main_thread("close")
+        if self.debug:
+            warn_unclosed([r for r in self._resources if not _is_closing(r)])
         for resource in list(self._resources):
             try:
                 resource._force_close()
@@ -810,12 +891,49 @@ class Reactor:
 
     # -------------------------------------------------------------- statistics
 
-    def stats(self) -> dict[str, int]:
-        """Counters about this reactor, cheap enough to keep always."""
+    def stats(self) -> ReactorStats:
+        """Counters about this reactor, cheap enough to keep always on.
+
+        ``iterations`` (loop turns), ``events`` (readiness events dispatched),
+        ``callbacks`` (call_soon/timer/thread callbacks run), ``timers_scheduled``,
+        ``timers_fired``, ``timers_cancelled``, ``timers_pending``,
+        ``registered_fds``, ``connections`` (open stream connections),
+        ``datagram_endpoints``, ``listeners``, ``lingering`` (closed connections
+        waiting for the peer's FIN), ``bytes_in``, ``bytes_out`` (stream payload
+        bytes), ``longest_iteration`` (seconds, the slowest turn's work, not
+        counting the wait in poll).
+        """
+        connections = listeners = datagrams = 0
+        bytes_in = self._bytes_in_closed
+        bytes_out = self._bytes_out_closed
+        for resource in self._resources:
+            if isinstance(resource, StreamTransport):
+                if not resource._conn_lost:
+                    connections += 1
+                    bytes_in += resource.bytes_received
+                    bytes_out += resource.bytes_sent
+            elif isinstance(resource, Listener):
+                listeners += 1
+            elif isinstance(resource, DatagramTransport):
+                datagrams += 1
+        timers = self._timers
         return {
+            "backend": self.backend,
             "iterations": self._iterations,
             "events": self._events,
+            "callbacks": self._callbacks,
+            "timers_scheduled": timers.scheduled,
+            "timers_fired": timers.fired,
+            "timers_cancelled": timers.cancelled_total,
+            "timers_pending": len(timers),
+            "timers": len(timers),
             "registered_fds": len(self._registered),
-            "timers": len(self._timers),
+            "connections": connections,
+            "datagram_endpoints": datagrams,
+            "listeners": listeners,
+            "lingering": self._lingering,
             "resources": len(self._resources),
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+            "longest_iteration": self._longest_iteration,
         }

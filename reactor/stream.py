@@ -67,10 +67,10 @@ class StreamTransport:
         "_eof_written",
         "_extra",
         "_fd",
-        "_high",
-        "_low",
         "_graceful",
+        "_high",
         "_linger_timer",
+        "_low",
         "_on_lost",
         "_protocol",
         "_protocol_paused",
@@ -387,15 +387,13 @@ class StreamTransport:
             reactor = self._reactor
             reactor._remove_reader(self._fd)
             reactor._remove_writer(self._fd)
-            if (
-                self._graceful
-                and not self._eof_received
-                and reactor._lingering < MAX_LINGERING
-            ):
+            if self._graceful and not self._eof_received and reactor._lingering < MAX_LINGERING:
                 self._start_linger()
             else:
                 self._sock.close()
                 reactor._resources.discard(self)
+            reactor._bytes_in_closed += self.bytes_received
+            reactor._bytes_out_closed += self.bytes_sent
             if self._on_lost is not None:
                 self._on_lost()
 

@@ -56,6 +56,30 @@ def _factory_hook(factory: FactoryArg, name: str, reactor: Reactor) -> None:
             )
 
 
+def _trace_accept(listen_fd: int, addr: Address, transport: Any) -> None:
+    from reactor.trace import format_address, trace_log
+
+    trace_log.info(
+        "fd %d accepted %s as connection #%d (fd %d)",
+        listen_fd,
+        format_address(addr),
+        transport.trace_id,
+        transport._fd,
+    )
+
+
+def _trace_connect(host: str, port: int, transport: Any) -> None:
+    from reactor.trace import trace_log
+
+    trace_log.info(
+        "connected to %s:%s as connection #%d (fd %d)",
+        host,
+        port,
+        transport.trace_id,
+        transport._fd,
+    )
+
+
 def _set_nodelay(sock: socket.socket) -> None:
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         try:
@@ -144,7 +168,11 @@ class Listener:
         if protocol is None:  # the factory refused this connection (Twisted's rule)
             sock.close()
             return
-        StreamTransport(self._reactor, sock, protocol, addr)._start()
+        reactor = self._reactor
+        transport = reactor._transport_class(reactor, sock, protocol, addr)
+        if reactor.trace:
+            _trace_accept(self._fd, addr, transport)
+        transport._start()
 
     def _out_of_descriptors(self, exc: OSError) -> None:
         """No descriptor for a new connection: shed pending ones, never spin.
@@ -389,7 +417,9 @@ class Connector:
         self.state = "connected"
         self._reactor._resources.discard(self)
         self.protocol = protocol
-        self.transport = StreamTransport(self._reactor, sock, protocol, peer)
+        self.transport = self._reactor._transport_class(self._reactor, sock, protocol, peer)
+        if self._reactor.trace:
+            _trace_connect(self.host, self.port, self.transport)
         # The factory stays in use until the connection ends (do_start/do_stop pair).
         factory, reactor = self._factory, self._reactor
         self.transport._on_lost = lambda: _factory_hook(factory, "do_stop", reactor)

@@ -11,7 +11,6 @@ leave a million entries behind.
 from __future__ import annotations
 
 import heapq
-import itertools
 import math
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -76,12 +75,16 @@ class TimerHandle(Handle):
 class TimerQueue:
     """A min-heap of timers with lazy cancellation and compaction."""
 
-    __slots__ = ("_cancelled", "_heap", "_seq")
+    __slots__ = ("_cancelled", "_heap", "cancelled_total", "fired", "scheduled")
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, TimerHandle]] = []
-        self._seq = itertools.count()
-        self._cancelled = 0
+        self._cancelled = 0  # cancelled entries still in the heap
+        #: Counters for stats(): timers pushed (also the tie-breaking sequence
+        #: number), fired, and cancelled before firing.
+        self.scheduled = 0
+        self.fired = 0
+        self.cancelled_total = 0
 
     def __len__(self) -> int:
         """The number of live (not cancelled, not yet fired) timers."""
@@ -96,7 +99,8 @@ class TimerQueue:
         self, when: float, callback: Callable[..., object], args: tuple[Any, ...]
     ) -> TimerHandle:
         handle = TimerHandle(when, callback, args, self)
-        heapq.heappush(self._heap, (when, next(self._seq), handle))
+        self.scheduled += 1
+        heapq.heappush(self._heap, (when, self.scheduled, handle))
         return handle
 
     def next_deadline(self) -> float | None:
@@ -121,10 +125,12 @@ class TimerQueue:
             else:
                 handle._queue = None  # fired: a later cancel() must not count it
                 due.append(handle)
+        self.fired += len(due)
         return due
 
     def _cancelled_one(self) -> None:
         self._cancelled += 1
+        self.cancelled_total += 1
         if self._cancelled > _COMPACT_MIN and self._cancelled * 2 > len(self._heap):
             self._heap = [entry for entry in self._heap if not entry[2]._cancelled]
             heapq.heapify(self._heap)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import select
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -21,12 +22,13 @@ if not hasattr(select, "kqueue"):
     BACKENDS.append("kqueue-emulated")
 
 
-def make_reactor(name: str) -> Reactor:
+def make_reactor(name: str, **options: Any) -> Reactor:
+    """A reactor on the named backend (``options`` go to ``Reactor``)."""
     if name == "kqueue-emulated":
         from tests.kqueue_emulation import make_emulated_kqueue_poller
 
-        return Reactor(backend=make_emulated_kqueue_poller())
-    return Reactor(backend=name)
+        return Reactor(backend=make_emulated_kqueue_poller(), **options)
+    return Reactor(backend=name, **options)
 
 
 @pytest.fixture(params=BACKENDS)

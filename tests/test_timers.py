@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 import math
+import os
 import random
+import subprocess
 import sys
 import time
 from collections.abc import Callable
