@@ -21,16 +21,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from reactor.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, resolve_limits
 from reactor.interfaces import Address, ProtocolInterface
 from reactor.timers import Handle, PeriodicCall, TimerHandle, TimerQueue
 
 __all__ = ["Clock", "MemoryTransport", "Pump", "connect_pair"]
 
 log = logging.getLogger("protocols.testing")
-
-#: asyncio's defaults for the write-buffer high- and low-water marks.
-DEFAULT_HIGH_WATER = 64 * 1024
-DEFAULT_LOW_WATER = DEFAULT_HIGH_WATER // 4
 
 
 class MemoryTransport:
@@ -311,13 +308,7 @@ class MemoryTransport:
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         """Set the flow-control marks; asyncio's defaulting rules (64 KiB, ``low = high // 4``)."""
-        if high is None:
-            high = DEFAULT_HIGH_WATER if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
-        self._high, self._low = high, low
+        self._high, self._low = high, low = resolve_limits(high, low)
         if not self._write_paused and len(self._buffer) > high:
             self._write_paused = True
             self._call("pause_writing")

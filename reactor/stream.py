@@ -26,6 +26,7 @@ from collections.abc import Callable
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+from reactor.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, FlowControl
 from reactor.interfaces import ProtocolInterface
 
 if TYPE_CHECKING:
@@ -39,9 +40,6 @@ log = logging.getLogger("reactor")
 _IOV_MAX = 64
 #: Bytes asked of each recv(): large enough for bulk transfer in few calls.
 _READ_SIZE = 256 * 1024
-#: Default write-buffer water marks (asyncio's are the same).
-DEFAULT_HIGH_WATER = 64 * 1024
-DEFAULT_LOW_WATER = 16 * 1024
 
 #: How long a gracefully closed connection waits for the peer's FIN, and how
 #: many may wait at once per reactor (past that, sockets close at once).
@@ -54,12 +52,13 @@ _PEER_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, Tim
 _PEER_GONE_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN})
 
 
-class StreamTransport:
+class StreamTransport(FlowControl):
     """A byte-stream transport with asyncio's method names."""
+
+    _protocol: ProtocolInterface
 
     __slots__ = (
         "_buffer",
-        "_buffer_size",
         "_closing",
         "_conn_lost",
         "_data_received",
@@ -68,12 +67,9 @@ class StreamTransport:
         "_extra",
         "_fd",
         "_graceful",
-        "_high",
         "_linger_timer",
-        "_low",
         "_on_lost",
         "_protocol",
-        "_protocol_paused",
         "_reactor",
         "_reading",
         "_recv",
@@ -294,44 +290,6 @@ class StreamTransport:
 
     def can_write_eof(self) -> bool:
         return True
-
-    def get_write_buffer_size(self) -> int:
-        """Bytes buffered and not yet taken by the kernel (O(1))."""
-        return self._buffer_size
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return (self._low, self._high)
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        """Set the water marks for pause_writing/resume_writing (asyncio's defaults rule)."""
-        if high is None:
-            high = DEFAULT_HIGH_WATER if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"need high ({high!r}) >= low ({low!r}) >= 0")
-        self._high = high
-        self._low = low
-        if self._conn_lost:
-            return  # nothing is called on a protocol after connection_lost
-        if self._buffer_size > high and not self._protocol_paused:
-            self._pause_protocol()
-        elif self._protocol_paused and self._buffer_size <= low:
-            self._resume_protocol()
-
-    def _pause_protocol(self) -> None:
-        self._protocol_paused = True
-        try:
-            self._protocol.pause_writing()
-        except Exception as exc:
-            self._protocol_error(exc, "pause_writing")
-
-    def _resume_protocol(self) -> None:
-        self._protocol_paused = False
-        try:
-            self._protocol.resume_writing()
-        except Exception as exc:
-            self._protocol_error(exc, "resume_writing")
 
     # ------------------------------------------------------------------ closing
 

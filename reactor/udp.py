@@ -24,8 +24,8 @@ import socket
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from reactor.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, FlowControl
 from reactor.interfaces import Address, DatagramProtocolInterface
-from reactor.stream import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER
 from reactor.tcp import _ip_family
 
 if TYPE_CHECKING:
@@ -40,8 +40,10 @@ _READS_PER_EVENT = 32
 _MAX_DATAGRAM = 65536
 
 
-class DatagramTransport:
+class DatagramTransport(FlowControl):
     """A UDP endpoint with asyncio's ``DatagramTransport`` method names."""
+
+    _protocol: DatagramProtocolInterface
 
     def __init__(
         self,
@@ -170,20 +172,6 @@ class DatagramTransport:
         if self._buffer_size > self._high and not self._protocol_paused:
             self._pause_protocol()
 
-    def _pause_protocol(self) -> None:
-        self._protocol_paused = True
-        try:
-            self._protocol.pause_writing()
-        except Exception as exc:
-            self._protocol_error(exc, "pause_writing")
-
-    def _resume_protocol(self) -> None:
-        self._protocol_paused = False
-        try:
-            self._protocol.resume_writing()
-        except Exception as exc:
-            self._protocol_error(exc, "resume_writing")
-
     def _write_ready(self) -> None:
         buf = self._buffer
         sock = self._sock
@@ -226,25 +214,6 @@ class DatagramTransport:
         self._reactor._remove_writer(self._fd)
         if self._closing:
             self._lose(None)
-
-    def get_write_buffer_size(self) -> int:
-        return self._buffer_size
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        if high is None:
-            high = DEFAULT_HIGH_WATER if low is None else 4 * low
-        if low is None:
-            low = high // 4
-        if not high >= low >= 0:
-            raise ValueError(f"need high ({high!r}) >= low ({low!r}) >= 0")
-        self._high, self._low = high, low
-        if self._buffer_size > high and not self._protocol_paused:
-            self._pause_protocol()
-        elif self._protocol_paused and self._buffer_size <= low:
-            self._resume_protocol()
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return (self._low, self._high)
 
     # ------------------------------------------------------------------ options
 

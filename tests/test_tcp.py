@@ -25,7 +25,8 @@ from apps.echo import Echo
 from protocols.base import Factory, Protocol
 from reactor import Reactor
 from reactor import stream as stream_module
-from reactor.stream import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, StreamTransport
+from reactor.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER
+from reactor.stream import StreamTransport
 from reactor.tcp import ACCEPTS_PER_EVENT, Listener, _bind_error
 from tests.conftest import make_reactor, run_until
 
