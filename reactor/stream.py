@@ -38,8 +38,13 @@ log = logging.getLogger("reactor")
 
 #: Chunks per sendmsg(); well under every platform's IOV_MAX (1024 on Linux).
 _IOV_MAX = 64
-#: Bytes asked of each recv(): large enough for bulk transfer in few calls.
-_READ_SIZE = 256 * 1024
+#: Bytes asked of each recv(). CPython allocates the whole size for every
+#: recv() and shrinks the result after; above glibc's 128 KiB mmap threshold
+#: that allocation is an mmap+mremap+munmap per call, which cost 3x the recv
+#: itself for small messages (benchmarks/README.md). So reads start at 64 KiB
+#: and grow to _READ_MAX only while they come back full (a bulk transfer).
+_READ_SIZE = 64 * 1024
+_READ_MAX = 256 * 1024
 
 #: How long a gracefully closed connection waits for the peer's FIN, and how
 #: many may wait at once per reactor (past that, sockets close at once).
@@ -71,6 +76,7 @@ class StreamTransport(FlowControl):
         "_on_lost",
         "_protocol",
         "_reactor",
+        "_read_size",
         "_reading",
         "_recv",
         "_send",
@@ -91,6 +97,7 @@ class StreamTransport(FlowControl):
         self._sock = sock
         self._fd = sock.fileno()
         self._recv = sock.recv
+        self._read_size = _READ_SIZE
         self._send = sock.send
         self._protocol = protocol
         self._data_received = protocol.data_received
@@ -134,14 +141,19 @@ class StreamTransport(FlowControl):
 
     def _read_ready(self) -> None:
         try:
-            data = self._recv(_READ_SIZE)
+            data = self._recv(self._read_size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._fatal_error(exc)
             return
         if data:
-            self.bytes_received += len(data)
+            n = len(data)
+            if n == self._read_size:
+                self._read_size = _READ_MAX  # more was waiting: ask for more
+            elif n <= _READ_SIZE:
+                self._read_size = _READ_SIZE
+            self.bytes_received += n
             try:
                 self._data_received(data)
             except Exception as exc:

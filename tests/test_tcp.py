@@ -1544,3 +1544,38 @@ def test_reactor_close_ends_lingering_sockets(backend: str) -> None:
     assert reactor._lingering == 0
     assert lingering[0].get_extra_info("socket").fileno() == -1
     client.close()
+
+
+def test_read_size_grows_for_bulk_and_shrinks_back(reactor: Reactor) -> None:
+    """Reads start at 64 KiB, grow while they come back full, and shrink again."""
+    listener = reactor.listen_tcp(0, Echo)
+    client = socket.create_connection(listener.address)
+    run_until(reactor, lambda: reactor.stats()["connections"] == 1, what="accepted")
+    server = next(r for r in reactor._resources if isinstance(r, StreamTransport))
+    assert server._read_size == stream_module._READ_SIZE
+    client.sendall(os.urandom(stream_module._READ_SIZE * 4))  # more than one read's worth
+    client.setblocking(False)
+    echoed = bytearray()
+
+    def drained() -> bool:
+        try:
+            echoed.extend(client.recv(1 << 20))
+        except BlockingIOError:
+            pass
+        return len(echoed) == stream_module._READ_SIZE * 4
+
+    seen_max: list[int] = []
+    original = server._read_ready
+
+    def watch() -> None:
+        seen_max.append(server._read_size)
+        original()
+
+    reactor._readers[server._fd] = watch
+    run_until(reactor, drained, what="the bulk echo")
+    assert stream_module._READ_MAX in seen_max
+    client.setblocking(True)
+    client.sendall(b"small")
+    client.setblocking(False)
+    run_until(reactor, lambda: server._read_size == stream_module._READ_SIZE, what="shrink")
+    client.close()
