@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from reactor import Reactor, available_backends
 
@@ -24,10 +24,16 @@ __all__ = [
     "GracefulShutdown",
     "add_common_options",
     "die",
+    "int_at_least",
+    "listen_or_die",
     "make_reactor",
+    "port_number",
+    "positive_seconds",
     "print_listening",
     "setup_logging",
 ]
+
+_T = TypeVar("_T")
 
 #: Exit codes: 1 for a failure at run time (port in use), 2 for bad arguments.
 EXIT_ERROR = 1
@@ -46,7 +52,7 @@ def add_common_options(
         )
         parser.add_argument(
             "--port",
-            type=_port,
+            type=_listen_port,
             default=default_port,
             help=f"port to listen on; 0 picks a free one and prints it (default: {default_port})",
         )
@@ -71,14 +77,50 @@ def add_common_options(
     )
 
 
-def _port(text: str) -> int:
+def _port_at_least(text: str, lowest: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0 to 65535, got {value}")
+    if not lowest <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be {lowest} to 65535, got {value}")
     return value
+
+
+def _listen_port(text: str) -> int:
+    """``--port``: 0 to 65535, 0 picking a free one."""
+    return _port_at_least(text, 0)
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a port to connect or send to, 1 to 65535."""
+    return _port_at_least(text, 1)
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a duration in seconds, more than 0 (and less than 1e9)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def setup_logging(level: str) -> None:
@@ -96,6 +138,18 @@ def make_reactor(prog: str, args: argparse.Namespace) -> Reactor:
         return Reactor(backend=args.backend, trace=True if getattr(args, "trace", False) else None)
     except ValueError as exc:
         die(prog, str(exc), EXIT_USAGE)
+
+
+def listen_or_die(prog: str, listen: Callable[[], _T]) -> _T:
+    """Return what ``listen()`` opens (a listener or a bound transport).
+
+    If it fails with OSError (port in use, address not available, ...), print
+    the reason as ``prog: reason`` and exit 1, with no traceback.
+    """
+    try:
+        return listen()
+    except OSError as exc:
+        die(prog, exc.strerror or str(exc), EXIT_ERROR)
 
 
 def print_listening(what: str, address: Any, reactor: Reactor) -> None:

@@ -14,10 +14,9 @@ import sys
 from typing import Any
 
 from apps._common import (
-    EXIT_ERROR,
     GracefulShutdown,
     add_common_options,
-    die,
+    listen_or_die,
     make_reactor,
     print_listening,
     setup_logging,
@@ -152,10 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     reactor = make_reactor(PROG, args)
     with reactor:
         live: set[Any] = set()
-        try:
-            listener, udp = _listen(reactor, args, live)
-        except OSError as exc:
-            die(PROG, exc.strerror or str(exc), EXIT_ERROR)
+        listener, udp = listen_or_die(PROG, lambda: _listen(reactor, args, live))
         GracefulShutdown(
             reactor,
             listeners=[listener],

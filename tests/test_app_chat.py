@@ -18,136 +18,44 @@ import selectors
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 
 import pytest
 
 from reactor import available_backends
+from tests.app_helpers import (
+    REPO,
+    AppProcess,
+    ServerProcess,
+    Stdin,
+    app_command,
+    app_env,
+    exits_cleanly,
+    exits_with,
+    port_in_use,
+    run_cli,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
-ROOT = Path(__file__).resolve().parent.parent
 WAIT = 10.0  # how long any one expected event may take before the test fails
 
 
-def chat_env() -> dict[str, str]:
-    """The environment for a subprocess: this checkout first on the path."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
+def run_chat(*args: str, stdin: Stdin = subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m apps.chat ARGS`` to completion (input: ``stdin``, by default none)."""
+    return run_cli("apps.chat", *args, stdin=stdin)
 
 
-def chat_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "apps.chat", *args]
-
-
-def run_chat(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m apps.chat ARGS`` to completion (for argument errors and --help)."""
-    return subprocess.run(
-        chat_command(*args),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env=chat_env(),
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
-def read_line_from_fd(fd: int, timeout: float, what: str) -> str:
-    """Read one line from a pipe, byte by byte (leaves the rest in the pipe)."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        while not data.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not sel.select(remaining):
-                pytest.fail(f"timed out waiting for {what}; got {data!r}")
-            chunk = os.read(fd, 1)
-            if not chunk:
-                pytest.fail(f"EOF while waiting for {what}; got {data!r}")
-            data += chunk
-    return data.decode()
-
-
-def read_to_eof(fd: int, timeout: float) -> bytes:
-    """Everything a pipe delivers until it is closed."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not sel.select(remaining):
-                pytest.fail(f"timed out waiting for EOF; got {data!r}")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return data
-            data += chunk
-
-
-class ChatServer:
-    """``python -m apps.chat server --port 0 ARGS`` in a subprocess; stderr goes to a file."""
+class ChatServer(ServerProcess):
+    """``python -m apps.chat server ARGS --port 0`` in a subprocess; stderr goes to a file."""
 
     def __init__(self, *args: str) -> None:
-        self.stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in kill()
-        self.proc = subprocess.Popen(
-            chat_command("server", "--port", "0", *args),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self.stderr_file,
-            cwd=ROOT,
-            env=chat_env(),
-        )
-        assert self.proc.stdout is not None
-        try:
-            self.listening = read_line_from_fd(
-                self.proc.stdout.fileno(), WAIT, "the listening line"
-            )
-        except BaseException:
-            self.kill()
-            raise
-        m = re.fullmatch(
-            r"chat server listening on 127\.0\.0\.1:(\d+) \(backend \w+\)\n", self.listening
-        )
-        assert m, self.listening
-        self.port = int(m.group(1))
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = WAIT) -> int:
-        """Send ``sig`` and wait for the exit code."""
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
-
-    def stderr(self) -> str:
-        self.stderr_file.seek(0)
-        return self.stderr_file.read().decode(errors="replace")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.stderr_file.close()
-
-    def __enter__(self) -> ChatServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.kill()
+        super().__init__("apps.chat", "server", *args)
+        pattern = r"chat server listening on 127\.0\.0\.1:\d+ \(backend \w+\)"
+        assert re.fullmatch(pattern, self.listening), self.listening
 
 
 class LineSocket:
@@ -323,22 +231,14 @@ def test_help_explains_every_option() -> None:
     ids=["bad-port", "bad-backend", "no-nick", "no-command"],
 )
 def test_bad_arguments_exit_2_without_traceback(args: list[str]) -> None:
-    result = run_chat(*args)
-    assert result.returncode == 2, result
-    assert "Traceback" not in result.stderr
-    assert "error" in result.stderr
+    assert "error" in exits_with(run_chat(*args), 2)
 
 
 def test_port_in_use_exits_1_with_a_message() -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        result = run_chat("server", "--port", str(port))
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
-    assert "in use" in result.stderr
+    with port_in_use() as port:
+        err = exits_with(run_chat("server", "--port", str(port)), 1)
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "in use" in err
 
 
 def test_client_cannot_connect_exits_1() -> None:
@@ -346,9 +246,7 @@ def test_client_cannot_connect_exits_1() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     result = run_chat("client", "127.0.0.1", str(port), "--nick", "nobody")
-    assert result.returncode == 1
-    assert "cannot connect" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "cannot connect" in exits_with(result, 1)
 
 
 # ------------------------------------------------------------------ the protocol
@@ -567,48 +465,28 @@ def test_the_bundled_client_works_from_a_pipe(sockets: list[LineSocket]) -> None
     with ChatServer("--ping-interval", "0.2", "--ping-timeout", "0.3") as server:
         observer = LineSocket(server.port, "observer")
         sockets.append(observer)
-        with tempfile.TemporaryFile() as err:
-            client = subprocess.Popen(
-                chat_command("client", "127.0.0.1", str(server.port), "--nick", "piper"),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                cwd=ROOT,
-                env=chat_env(),
-            )
-            try:
-                assert client.stdin is not None
-                observer.expect("* piper joined")
-                client.stdin.write(b"hello from piper\n/me pipes up\n")
-                client.stdin.flush()
-                observer.expect("<piper> hello from piper")
-                observer.expect("*piper* pipes up")
-                observer.send("/msg piper psst")
-                observer.send("hello piper")
-                observer.expect("<observer> hello piper")
-                # Several ping rounds pass (the observer answers its own) ...
-                seen = observer.pings
-                while observer.pings < seen + 5:
-                    observer.read_line()
-                # ... and piper, quiet all along, is still there: it answered its own.
-                observer.send("/who")
-                observer.expect("= 2 online: observer, piper")
-                client.stdin.write(b"last words")  # no line end: still sent
-                client.stdin.close()  # EOF: the client quits and exits 0
-                assert client.stdout is not None
-                out = read_to_eof(client.stdout.fileno(), WAIT)
-                client.wait(WAIT)
-            finally:
-                if client.poll() is None:
-                    client.kill()
-                    client.wait()
-            err.seek(0)
-            stderr = err.read().decode()
-        assert client.returncode == 0, stderr
-        assert "Traceback" not in stderr
+        piper = ("client", "127.0.0.1", str(server.port), "--nick", "piper")
+        with AppProcess("apps.chat", *piper, stdin=subprocess.PIPE) as client:
+            observer.expect("* piper joined")
+            client.send("hello from piper\n/me pipes up\n")
+            observer.expect("<piper> hello from piper")
+            observer.expect("*piper* pipes up")
+            observer.send("/msg piper psst")
+            observer.send("hello piper")
+            observer.expect("<observer> hello piper")
+            # Several ping rounds pass (the observer answers its own) ...
+            seen = observer.pings
+            while observer.pings < seen + 5:
+                observer.read_line()
+            # ... and piper, quiet all along, is still there: it answered its own.
+            observer.send("/who")
+            observer.expect("= 2 online: observer, piper")
+            client.send("last words")  # no line end: still sent
+            client.close_stdin()  # EOF: the client quits and exits 0
+            exits_cleanly(client)
         observer.expect("<piper> last words")
         observer.expect("* piper left (quit)")
-        lines = out.decode().splitlines()
+        lines = client.lines
         assert lines[0].startswith("= welcome")
         for expected in (
             "* piper joined",
@@ -631,29 +509,13 @@ def test_the_bundled_client_takes_a_file_or_nothing_as_input(tmp_path: Path) -> 
     with ChatServer() as server:
         port = str(server.port)
         with script.open("rb") as stdin:
-            result = subprocess.run(
-                chat_command("client", "127.0.0.1", port, "--nick", "reader"),
-                stdin=stdin,
-                capture_output=True,
-                timeout=20,
-                cwd=ROOT,
-                env=chat_env(),
-                check=False,
-            )
+            result = run_chat("client", "127.0.0.1", port, "--nick", "reader", stdin=stdin)
         assert result.returncode == 0, result.stderr
-        lines = result.stdout.decode().splitlines()
+        lines = result.stdout.splitlines()
         assert lines[1:] == ["* reader joined", "<reader> from a file", "*reader* reads", "= bye"]
-        result = subprocess.run(
-            chat_command("client", "127.0.0.1", port, "--nick", "nobody"),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=20,
-            cwd=ROOT,
-            env=chat_env(),
-            check=False,
-        )
+        result = run_chat("client", "127.0.0.1", port, "--nick", "nobody")
         assert result.returncode == 0, result.stderr
-        assert result.stdout.decode().splitlines()[1:] == ["* nobody joined", "= bye"]
+        assert result.stdout.splitlines()[1:] == ["* nobody joined", "= bye"]
         assert server.stop() == 0
 
 
@@ -666,12 +528,12 @@ def test_the_bundled_client_redraws_the_input_line_on_a_terminal(
         sockets.append(observer)
         master, slave = os.openpty()
         client = subprocess.Popen(
-            chat_command("client", "127.0.0.1", str(server.port), "--nick", "typist"),
+            app_command("apps.chat", "client", "127.0.0.1", str(server.port), "--nick", "typist"),
             stdin=slave,
             stdout=slave,
             stderr=slave,
-            cwd=ROOT,
-            env={**chat_env(), "TERM": "xterm", "COLUMNS": "80"},
+            cwd=REPO,
+            env=app_env(TERM="xterm", COLUMNS="80"),
             start_new_session=True,
         )
         os.close(slave)
@@ -739,9 +601,7 @@ def test_a_signal_stops_the_server_gracefully(sig: int, sockets: list[LineSocket
         for client in (alice, bob, anonymous):
             client.expect("* server is going away")
             assert client.expect_eof() == []  # a clean close (FIN), not a reset
-        assert server.proc.wait(WAIT) == 0
-        stderr = server.stderr()
-        assert "Traceback" not in stderr, stderr
+        exits_cleanly(server)
         # It stopped accepting.
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", server.port), timeout=WAIT).close()

@@ -22,6 +22,7 @@ from apps.chat.server import (
     make_factory,
 )
 from protocols.testing import Clock, MemoryTransport
+from tests.app_helpers import exit_code
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -587,7 +588,5 @@ def test_the_command_line_defaults_are_the_config_defaults() -> None:
 def test_bad_arguments_are_usage_errors(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exc:
-        build_parser().parse_args(argv)
-    assert exc.value.code == 2
+    assert exit_code(build_parser().parse_args, argv) == 2
     assert "error:" in capsys.readouterr().err

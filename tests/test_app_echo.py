@@ -4,153 +4,44 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import resource
 import select
 import selectors
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
 from apps.echo import Echo, EchoDatagram
 from protocols.testing import MemoryTransport
 from reactor import available_backends
+from tests.app_helpers import (
+    AppGroup,
+    console_script,
+    exits_cleanly,
+    exits_with,
+    port_in_use,
+    run_cli,
+    stop_cleanly,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-# ----------------------------------------------------------------- helpers
-
-
-class App:
-    """An app in a subprocess; its stdout is read line by line as it comes."""
-
-    def __init__(self, *args: str, stdin: Any = subprocess.DEVNULL) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in kill()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", *args],
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=env,
-            cwd=REPO,
-        )
-        self.lines: list[str] = []
-        self._buf = b""
-        self._cursor = 0
-        self._eof = False
-
-    def _read(self, timeout: float) -> None:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        ready, _, _ = select.select([fd], [], [], max(timeout, 0.0))
-        if not ready:
-            return
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            self._eof = True
-            return
-        self._buf += chunk
-        *lines, self._buf = self._buf.split(b"\n")
-        self.lines.extend(line.decode("utf-8", "replace") for line in lines)
-
-    def expect(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
-        """Wait for a line (after the last one matched) that matches ``pattern``."""
-        deadline = time.monotonic() + timeout
-        regex = re.compile(pattern)
-        while True:
-            for i in range(self._cursor, len(self.lines)):
-                match = regex.search(self.lines[i])
-                if match:
-                    self._cursor = i + 1
-                    return match
-            self._cursor = len(self.lines)
-            left = deadline - time.monotonic()
-            if self._eof or left <= 0:
-                pytest.fail(
-                    f"no line matching {pattern!r} (exited: {self.proc.poll()}); "
-                    f"stdout: {self.lines!r}; stderr: {self.stderr()!r}"
-                )
-            self._read(left)
-
-    def port(self) -> int:
-        """The port from the 'listening on HOST:PORT (backend NAME)' line."""
-        return int(self.expect(r"listening on \S+:(\d+) \(backend \w+\)").group(1))
-
-    def stderr(self) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read().decode("utf-8", "replace")
-
-    def finish(self, timeout: float = 10.0) -> tuple[int, str]:
-        """Wait for the exit; returns (exit code, stderr), all stdout having been read."""
-        deadline = time.monotonic() + timeout
-        while not self._eof and time.monotonic() < deadline:
-            self._read(deadline - time.monotonic())
-        code = self.proc.wait(max(deadline - time.monotonic(), 0.1))
-        return code, self.stderr()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._stderr.close()
-
 
 @pytest.fixture
-def apps() -> Iterator[list[App]]:
+def apps() -> Iterator[AppGroup]:
     """Apps started by a test are killed at its end, however it ends."""
-    started: list[App] = []
-    yield started
-    for app in started:
-        app.kill()
-
-
-def start(apps: list[App], *args: str) -> App:
-    app = App(*args)
-    apps.append(app)
-    return app
-
-
-def run(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
-def stop_cleanly(app: App) -> None:
-    app.proc.send_signal(signal.SIGTERM)
-    code, err = app.finish()
-    assert code == 0, err
-    assert "Traceback" not in err
+    with AppGroup() as group:
+        yield group
 
 
 # ----------------------------------------------------------------- TCP echo
 
 
-def test_thousand_connections_each_get_their_own_bytes_back(apps: list[App]) -> None:
+def test_thousand_connections_each_get_their_own_bytes_back(apps: AppGroup) -> None:
     count = 1000
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = count + 200
@@ -160,8 +51,8 @@ def test_thousand_connections_each_get_their_own_bytes_back(apps: list[App]) -> 
         resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))  # the server inherits it
     # select() cannot watch descriptors past FD_SETSIZE (1024): use a scalable backend.
     backend = next(name for name in available_backends() if name != "select")
-    server = start(apps, "apps.echo", "--port", "0", "--backend", backend)
-    port = server.port()
+    server = apps.server("apps.echo", "--backend", backend)
+    port = server.port
 
     sel = selectors.DefaultSelector()
     want: dict[socket.socket, bytes] = {}
@@ -199,36 +90,29 @@ def test_thousand_connections_each_get_their_own_bytes_back(apps: list[App]) -> 
     stop_cleanly(server)
 
 
-def test_sigterm_closes_clients_cleanly(apps: list[App]) -> None:
-    server = start(apps, "apps.echo", "--port", "0")
-    port = server.port()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+def test_sigterm_closes_clients_cleanly(apps: AppGroup) -> None:
+    server = apps.server("apps.echo")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
         client.sendall(b"ping")
         assert client.recv(100) == b"ping"
         server.proc.send_signal(signal.SIGTERM)
         assert client.recv(100) == b""  # a FIN, not a reset
-    code, err = server.finish()
-    assert code == 0, err
-    assert "Traceback" not in err
+    exits_cleanly(server)
 
 
-def test_sigint_stops_it_too(apps: list[App]) -> None:
-    server = start(apps, "apps.echo", "--port", "0", "--backend", "select")
-    assert "(backend select)" in server.expect("listening on").string
-    server.proc.send_signal(signal.SIGINT)
-    code, err = server.finish()
-    assert code == 0, err
-    assert "Traceback" not in err
+def test_sigint_stops_it_too(apps: AppGroup) -> None:
+    server = apps.server("apps.echo", "--backend", "select")
+    assert "(backend select)" in server.listening
+    stop_cleanly(server, signal.SIGINT)
 
 
 # ----------------------------------------------------------------- UDP echo
 
 
-def test_udp_echo_of_ten_thousand_datagrams(apps: list[App]) -> None:
-    server = start(apps, "apps.echo", "--port", "0", "--udp")
-    line = server.expect(r"listening on \S+:(\d+)")
-    assert "TCP and UDP" in line.string
-    port = int(line.group(1))
+def test_udp_echo_of_ten_thousand_datagrams(apps: AppGroup) -> None:
+    server = apps.server("apps.echo", "--udp")
+    assert "TCP and UDP" in server.listening
+    port = server.port
 
     total, window = 10_000, 64
 
@@ -282,23 +166,16 @@ def test_udp_echo_of_ten_thousand_datagrams(apps: list[App]) -> None:
 
 
 def test_port_in_use_is_a_clear_error() -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        result = run("apps.echo", "--port", str(taken.getsockname()[1]))
-    assert result.returncode == 1
-    assert "reactor-echo: cannot listen on 127.0.0.1" in result.stderr
-    assert "in use" in result.stderr
-    assert "Traceback" not in result.stderr
+    with port_in_use() as port:
+        err = exits_with(run_cli("apps.echo", "--port", str(port)), 1)
+    assert "reactor-echo: cannot listen on 127.0.0.1" in err
+    assert "in use" in err
 
 
 def test_udp_port_in_use_is_a_clear_error() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
-        taken.bind(("127.0.0.1", 0))
-        result = run("apps.echo", "--port", str(taken.getsockname()[1]), "--udp")
-    assert result.returncode == 1
-    assert "reactor-echo: cannot bind UDP" in result.stderr
-    assert "Traceback" not in result.stderr
+    with port_in_use(socket.SOCK_DGRAM) as port:
+        err = exits_with(run_cli("apps.echo", "--port", str(port), "--udp"), 1)
+    assert "reactor-echo: cannot bind UDP" in err
 
 
 @pytest.mark.parametrize(
@@ -306,24 +183,19 @@ def test_udp_port_in_use_is_a_clear_error() -> None:
     [["--port", "http"], ["--port", "70000"], ["--backend", "nope"], ["--bogus"]],
 )
 def test_bad_arguments_exit_2(args: list[str]) -> None:
-    result = run("apps.echo", *args)
-    assert result.returncode == 2
-    assert "usage:" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "usage:" in exits_with(run_cli("apps.echo", *args), 2)
 
 
 def test_help_explains_every_option() -> None:
-    result = run("apps.echo", "--help")
+    result = run_cli("apps.echo", "--help")
     assert result.returncode == 0
     for option in ("--host", "--port", "--backend", "--log-level", "--udp"):
         assert option in result.stdout
 
 
 def test_console_script_points_at_main() -> None:
-    tomllib = pytest.importorskip("tomllib")
-    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["reactor-echo"] == "apps.echo:main"
-    result = run("apps.echo", "--help")
+    assert console_script("reactor-echo") == "apps.echo:main"
+    result = run_cli("apps.echo", "--help")
     assert result.stdout.startswith("usage: reactor-echo")
 
 

@@ -6,17 +6,13 @@ import hashlib
 import io
 import os
 import re
-import select
 import signal
 import socket
 import stat
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 
@@ -40,131 +36,42 @@ from apps.files.wire import (
 )
 from protocols.testing import Clock, MemoryTransport
 from reactor import Reactor
+from tests.app_helpers import (
+    REPO,
+    AppGroup,
+    ServerProcess,
+    console_script,
+    exit_code,
+    exits_cleanly,
+    exits_with,
+    port_in_use,
+    run_cli,
+    stop_cleanly,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
-REPO = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
 
 
 # ----------------------------------------------------------------- helpers
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
-class App:
-    """An app in a subprocess; its stdout is read line by line as it comes."""
-
-    def __init__(self, *args: str, cwd: Path = REPO) -> None:
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in kill()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=_env(),
-            cwd=cwd,
-        )
-        self.lines: list[str] = []
-        self._buf = b""
-        self._cursor = 0
-        self._eof = False
-
-    def _read(self, timeout: float) -> None:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        ready, _, _ = select.select([fd], [], [], max(timeout, 0.0))
-        if not ready:
-            return
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            self._eof = True
-            return
-        self._buf += chunk
-        *lines, self._buf = self._buf.split(b"\n")
-        self.lines.extend(line.decode("utf-8", "replace") for line in lines)
-
-    def expect(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
-        """Wait for a line (after the last one matched) that matches ``pattern``."""
-        deadline = time.monotonic() + timeout
-        regex = re.compile(pattern)
-        while True:
-            for i in range(self._cursor, len(self.lines)):
-                match = regex.search(self.lines[i])
-                if match:
-                    self._cursor = i + 1
-                    return match
-            left = deadline - time.monotonic()
-            if self._eof or left <= 0:
-                pytest.fail(
-                    f"no line matching {pattern!r} (exited: {self.proc.poll()}); "
-                    f"stdout: {self.lines!r}; stderr: {self.stderr()!r}"
-                )
-            self._read(left)
-
-    def port(self) -> int:
-        """The port from the 'listening on HOST:PORT (backend NAME)' line."""
-        return int(self.expect(r"listening on \S+:(\d+) \(backend \w+\)").group(1))
-
-    def stderr(self) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read().decode("utf-8", "replace")
-
-    def finish(self, timeout: float = 10.0) -> tuple[int, str]:
-        """Wait for the exit; returns (exit code, stderr), all stdout having been read."""
-        deadline = time.monotonic() + timeout
-        while not self._eof and time.monotonic() < deadline:
-            self._read(deadline - time.monotonic())
-        code = self.proc.wait(max(deadline - time.monotonic(), 0.1))
-        return code, self.stderr()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._stderr.close()
-
-
 @pytest.fixture
-def apps() -> Iterator[list[App]]:
+def apps() -> Iterator[AppGroup]:
     """Apps started by a test are killed at its end, however it ends."""
-    started: list[App] = []
-    yield started
-    for app in started:
-        app.kill()
+    with AppGroup() as group:
+        yield group
 
 
-def serve(apps: list[App], root: Path, *args: str) -> tuple[App, int]:
-    server = App("apps.files", "serve", "--root", str(root), "--port", "0", *args)
-    apps.append(server)
-    return server, server.port()
+def serve(apps: AppGroup, root: Path, *args: str) -> tuple[ServerProcess, int]:
+    server = apps.server("apps.files", "serve", "--root", str(root), *args)
+    return server, server.port
 
 
 def files(*args: str, cwd: Path = REPO, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run ``python -m apps.files ARGS`` to the end."""
-    return subprocess.run(
-        [sys.executable, "-m", "apps.files", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=_env(),
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
-def exits_cleanly(app: App) -> str:
-    code, err = app.finish()
-    assert code == 0, err
-    assert "Traceback" not in err
-    return err
+    return run_cli("apps.files", *args, cwd=cwd, timeout=timeout)
 
 
 def memory_kib(pid: int) -> dict[str, int]:
@@ -216,15 +123,14 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
 
 
 def test_256_mib_download_verifies_and_keeps_server_memory_bounded(
-    apps: list[App], big: tuple[Path, str], tmp_path: Path
+    apps: AppGroup, big: tuple[Path, str], tmp_path: Path
 ) -> None:
     root, digest = big
     server, port = serve(apps, root, "--log-level", "INFO")
     before = memory_kib(server.proc.pid)
-    client = App(
+    client = apps.start(
         "apps.files", "get", "127.0.0.1", str(port), "big.bin", "-o", "copy.bin", cwd=tmp_path
     )
-    apps.append(client)
     # While the server hashes 256 MiB (in a worker thread), its loop still answers.
     deadline = time.monotonic() + 20
     while "GET 'big.bin' from 0" not in server.stderr():
@@ -250,11 +156,10 @@ def test_256_mib_download_verifies_and_keeps_server_memory_bounded(
             got.update(chunk)
     assert got.hexdigest() == digest
     (tmp_path / "copy.bin").unlink()  # 256 MiB: give the space back now
-    server.proc.send_signal(signal.SIGTERM)
-    exits_cleanly(server)
+    stop_cleanly(server)
 
 
-def test_interrupted_download_resumes_to_the_right_hash(apps: list[App], tmp_path: Path) -> None:
+def test_interrupted_download_resumes_to_the_right_hash(apps: AppGroup, tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
     size = 16 * MIB
@@ -263,10 +168,9 @@ def test_interrupted_download_resumes_to_the_right_hash(apps: list[App], tmp_pat
     part = tmp_path / "data.bin.part"
     server, port = serve(apps, root, "--log-level", "INFO")
     # A slow client (8 MiB/s), killed without warning once it has more than half.
-    slow = App(
+    slow = apps.start(
         "apps.files", "get", "127.0.0.1", str(port), "data.bin", "--limit-rate", "8M", cwd=tmp_path
     )
-    apps.append(slow)
     deadline = time.monotonic() + 20
     while not (part.exists() and part.stat().st_size >= size // 2):
         assert slow.proc.poll() is None, slow.stderr()
@@ -283,14 +187,13 @@ def test_interrupted_download_resumes_to_the_right_hash(apps: list[App], tmp_pat
     assert "resumed at" in result.stdout
     assert not part.exists()
     assert hashlib.sha256(out.read_bytes()).hexdigest() == digest
-    server.proc.send_signal(signal.SIGTERM)
-    err = exits_cleanly(server)
+    err = stop_cleanly(server)
     # Two downloads of one file, one SHA-256 computation: the second came from the cache.
     assert err.count("sha256 of 'data.bin' computed") == 1, err
     assert f"GET 'data.bin' from {kept}" in err
 
 
-def test_a_download_that_does_not_verify_is_not_kept(apps: list[App], tmp_path: Path) -> None:
+def test_a_download_that_does_not_verify_is_not_kept(apps: AppGroup, tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
     (root / "f.txt").write_bytes(b"the real content\n")
@@ -306,7 +209,7 @@ def test_a_download_that_does_not_verify_is_not_kept(apps: list[App], tmp_path: 
     assert (tmp_path / "f.txt").read_bytes() == b"the real content\n"
 
 
-def test_refusals_are_clear(apps: list[App], tmp_path: Path) -> None:
+def test_refusals_are_clear(apps: AppGroup, tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "sub").mkdir(parents=True)
     (root / "sub" / "ok.txt").write_text("fine\n")
@@ -357,11 +260,10 @@ def test_refusals_are_clear(apps: list[App], tmp_path: Path) -> None:
         "reactor-files: server: refused: 'out' leads outside the served directory\n"
     )
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.part").exists()
-    server.proc.send_signal(signal.SIGTERM)
-    exits_cleanly(server)
+    stop_cleanly(server)
 
 
-def test_list(apps: list[App], tmp_path: Path) -> None:
+def test_list(apps: AppGroup, tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "a" / "b").mkdir(parents=True)
     (root / "one.txt").write_bytes(b"1")
@@ -378,11 +280,10 @@ def test_list(apps: list[App], tmp_path: Path) -> None:
         "             1  one.txt",
         "3 files, 4 B",
     ]
-    server.proc.send_signal(signal.SIGTERM)
-    exits_cleanly(server)
+    stop_cleanly(server)
 
 
-def test_sigterm_tells_waiting_clients_and_exits_0(apps: list[App], tmp_path: Path) -> None:
+def test_sigterm_tells_waiting_clients_and_exits_0(apps: AppGroup, tmp_path: Path) -> None:
     (tmp_path / "x").write_bytes(b"x")
     server, port = serve(apps, tmp_path)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as waiting:
@@ -401,20 +302,14 @@ def test_sigterm_tells_waiting_clients_and_exits_0(apps: list[App], tmp_path: Pa
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        result = files("serve", "--root", str(tmp_path), "--port", str(taken.getsockname()[1]))
-    assert result.returncode == 1
-    assert result.stderr.startswith("reactor-files: cannot listen on 127.0.0.1:")
-    assert "Traceback" not in result.stderr
+    with port_in_use() as port:
+        result = files("serve", "--root", str(tmp_path), "--port", str(port))
+    assert exits_with(result, 1).startswith("reactor-files: cannot listen on 127.0.0.1:")
 
 
 def test_bad_arguments_exit_2(tmp_path: Path) -> None:
     result = files("serve", "--root", str(tmp_path / "missing"))
-    assert result.returncode == 2
-    assert "is not a directory" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "is not a directory" in exits_with(result, 2)
 
 
 @pytest.mark.parametrize(
@@ -433,9 +328,7 @@ def test_bad_arguments_exit_2(tmp_path: Path) -> None:
 def test_more_bad_arguments_exit_2(
     args: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        files_main(args)
-    assert exit_.value.code == 2
+    assert exit_code(files_main, args) == 2
     assert "reactor-files" in capsys.readouterr().err
 
 
@@ -445,15 +338,11 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         ("get", ("HOST", "PORT", "NAME", "--output", "--resume", "--limit-rate", "--timeout")),
         ("list", ("HOST", "PORT", "--backend")),
     ):
-        with pytest.raises(SystemExit) as exit_:
-            files_main([command, "--help"])
-        assert exit_.value.code == 0
+        assert exit_code(files_main, [command, "--help"]) == 0
         out = capsys.readouterr().out
         for option in options:
             assert option in out, (command, option)
-    tomllib = pytest.importorskip("tomllib")
-    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["reactor-files"] == "apps.files.__main__:main"
+    assert console_script("reactor-files") == "apps.files.__main__:main"
 
 
 # ----------------------------------------------------------------- in memory
@@ -543,6 +432,4 @@ def test_progress_bar() -> None:
 
 def test_nobody_listening_is_a_clear_error(tmp_path: Path) -> None:
     result = files("get", "127.0.0.1", "1", "x", cwd=tmp_path)
-    assert result.returncode == 1
-    assert result.stderr.startswith("reactor-files: cannot connect to 127.0.0.1:1")
-    assert "Traceback" not in result.stderr
+    assert exits_with(result, 1).startswith("reactor-files: cannot connect to 127.0.0.1:1")

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
-import select
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
@@ -23,157 +19,44 @@ from apps.udpchat.server import RelayServer
 from apps.udpchat.wire import MAX_DATAGRAM, Datagram, WireError, encode, parse
 from protocols.testing import Clock
 from reactor import Reactor
+from tests.app_helpers import (
+    AppGroup,
+    AppProcess,
+    ServerProcess,
+    Stdin,
+    console_script,
+    exit_code,
+    exits_cleanly,
+    exits_with,
+    port_in_use,
+    run_cli,
+    stop_cleanly,
+)
 
 pytestmark = pytest.mark.timeout(60)
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 # ----------------------------------------------------------------- helpers
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
-class App:
-    """An app in a subprocess; its stdout is read line by line as it comes."""
-
-    def __init__(self, *args: str, stdin: Any = subprocess.DEVNULL) -> None:
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in kill()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", *args],
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=_env(),
-            cwd=REPO,
-        )
-        self.lines: list[str] = []
-        self._buf = b""
-        self._cursor = 0
-        self._eof = False
-
-    def _read(self, timeout: float) -> None:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        ready, _, _ = select.select([fd], [], [], max(timeout, 0.0))
-        if not ready:
-            return
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            self._eof = True
-            return
-        self._buf += chunk
-        *lines, self._buf = self._buf.split(b"\n")
-        self.lines.extend(line.decode("utf-8", "replace") for line in lines)
-
-    def expect(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
-        """Wait for a line (after the last one matched) that matches ``pattern``."""
-        deadline = time.monotonic() + timeout
-        regex = re.compile(pattern)
-        while True:
-            for i in range(self._cursor, len(self.lines)):
-                match = regex.search(self.lines[i])
-                if match:
-                    self._cursor = i + 1
-                    return match
-            left = deadline - time.monotonic()
-            if self._eof or left <= 0:
-                pytest.fail(
-                    f"no line matching {pattern!r} (exited: {self.proc.poll()}); "
-                    f"stdout: {self.lines!r}; stderr: {self.stderr()!r}"
-                )
-            self._read(left)
-
-    def port(self) -> int:
-        """The port from the 'listening on HOST:PORT (backend NAME)' line."""
-        return int(self.expect(r"listening on \S+:(\d+) \(backend \w+\)").group(1))
-
-    def send(self, text: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(text.encode())
-        self.proc.stdin.flush()
-
-    def close_stdin(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-
-    def stderr(self) -> str:
-        self._stderr.seek(0)
-        return self._stderr.read().decode("utf-8", "replace")
-
-    def finish(self, timeout: float = 10.0) -> tuple[int, str]:
-        """Wait for the exit; returns (exit code, stderr), all stdout having been read."""
-        deadline = time.monotonic() + timeout
-        while not self._eof and time.monotonic() < deadline:
-            self._read(deadline - time.monotonic())
-        code = self.proc.wait(max(deadline - time.monotonic(), 0.1))
-        return code, self.stderr()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
-        self._stderr.close()
-
-
 @pytest.fixture
-def apps() -> Iterator[list[App]]:
+def apps() -> Iterator[AppGroup]:
     """Apps started by a test are killed at its end, however it ends."""
-    started: list[App] = []
-    yield started
-    for app in started:
-        app.kill()
+    with AppGroup() as group:
+        yield group
 
 
-def start_server(apps: list[App], *args: str) -> tuple[App, int]:
-    server = App("apps.udpchat", "server", "--port", "0", *args)
-    apps.append(server)
-    return server, server.port()
+def start_server(apps: AppGroup, *args: str) -> tuple[ServerProcess, int]:
+    server = apps.server("apps.udpchat", "server", *args)
+    return server, server.port
 
 
-def start_client(apps: list[App], port: int, nick: str, *args: str, stdin: Any = None) -> App:
-    client = App(
-        "apps.udpchat",
-        "client",
-        "127.0.0.1",
-        str(port),
-        "--nick",
-        nick,
-        *args,
-        stdin=subprocess.PIPE if stdin is None else stdin,
+def start_client(
+    apps: AppGroup, port: int, nick: str, *args: str, stdin: Stdin = subprocess.PIPE
+) -> AppProcess:
+    return apps.start(
+        "apps.udpchat", "client", "127.0.0.1", str(port), "--nick", nick, *args, stdin=stdin
     )
-    apps.append(client)
-    return client
-
-
-def run(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=_env(),
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
-def exits_cleanly(app: App) -> str:
-    code, err = app.finish()
-    assert code == 0, err
-    assert "Traceback" not in err
-    return err
 
 
 class RawPeer:
@@ -215,7 +98,7 @@ class RawPeer:
 # ----------------------------------------------------------------- end to end
 
 
-def test_three_peers_exchange_messages(apps: list[App]) -> None:
+def test_three_peers_exchange_messages(apps: AppGroup) -> None:
     server, port = start_server(apps)
     alice = start_client(apps, port, "alice")
     alice.expect(r"^\* welcome alice; nobody else")
@@ -251,7 +134,7 @@ def test_three_peers_exchange_messages(apps: list[App]) -> None:
     server.expect(r"udpchat server stopped: 3 messages relayed 6 times; 0 datagrams dropped")
 
 
-def test_a_silent_peer_expires_while_an_idle_client_stays(apps: list[App]) -> None:
+def test_a_silent_peer_expires_while_an_idle_client_stays(apps: AppGroup) -> None:
     server, port = start_server(apps, "--peer-timeout", "1")
     alice = start_client(apps, port, "alice")
     alice.expect(r"^\* welcome alice")
@@ -278,11 +161,10 @@ def test_a_silent_peer_expires_while_an_idle_client_stays(apps: list[App]) -> No
         assert stats["peers"] == 2
     finally:
         mute.close()
-    server.proc.send_signal(signal.SIGTERM)
-    exits_cleanly(server)
+    stop_cleanly(server)
 
 
-def test_garbage_datagrams_are_counted_and_dropped(apps: list[App]) -> None:
+def test_garbage_datagrams_are_counted_and_dropped(apps: AppGroup) -> None:
     server, port = start_server(apps)
     alice = start_client(apps, port, "alice")
     alice.expect(r"^\* welcome alice")
@@ -321,13 +203,12 @@ def test_garbage_datagrams_are_counted_and_dropped(apps: list[App]) -> None:
     alice.send("still here\n")
     bob.expect(r"^<alice> still here$")
     assert not any("forged" in line or "eve" in line for line in alice.lines + bob.lines)
-    server.proc.send_signal(signal.SIGTERM)
-    exits_cleanly(server)
+    stop_cleanly(server)
     server.expect(r"16 datagrams dropped \(10 malformed, 1 oversized, 2 not UTF-8, 3 unexpected")
 
 
 def test_client_reads_piped_and_file_stdin_and_exits_at_its_end(
-    apps: list[App], tmp_path: Path
+    apps: AppGroup, tmp_path: Path
 ) -> None:
     server, port = start_server(apps)
     alice = start_client(apps, port, "alice")
@@ -341,23 +222,22 @@ def test_client_reads_piped_and_file_stdin_and_exits_at_its_end(
     alice.expect(r"^<carol> second \ufffd line$")
     alice.expect(r"^<carol> no newline at the end$")
     alice.expect(r"^\* carol left$")
-    piped = subprocess.run(
-        [sys.executable, "-m", "apps.udpchat", "client", "127.0.0.1", str(port), "--nick", "dave"],
-        input=b"x" * 2000 + b"\nshort\n",
-        capture_output=True,
-        env=_env(),
-        cwd=REPO,
-        timeout=20,
-        check=False,
+    piped = run_cli(
+        "apps.udpchat",
+        "client",
+        "127.0.0.1",
+        str(port),
+        "--nick",
+        "dave",
+        input_text="x" * 2000 + "\nshort\n",
     )
     assert piped.returncode == 0, piped.stderr
-    assert b"line too long (2000 bytes; the limit is 1024): not sent" in piped.stdout
+    assert "line too long (2000 bytes; the limit is 1024): not sent" in piped.stdout
     alice.expect(r"^<dave> short$")
-    server.proc.send_signal(signal.SIGTERM)
-    exits_cleanly(server)
+    stop_cleanly(server)
 
 
-def test_broadcast_peers_find_each_other_without_a_server(apps: list[App]) -> None:
+def test_broadcast_peers_find_each_other_without_a_server(apps: AppGroup) -> None:
     address = "127.255.255.255"
     probes = []
     try:
@@ -379,8 +259,8 @@ def test_broadcast_peers_find_each_other_without_a_server(apps: list[App]) -> No
         for probe in probes:
             probe.close()
 
-    def start_client_bcast(nick: str) -> App:
-        app = App(
+    def start_client_bcast(nick: str) -> AppProcess:
+        app = apps.start(
             "apps.udpchat",
             "client",
             address,
@@ -390,7 +270,6 @@ def test_broadcast_peers_find_each_other_without_a_server(apps: list[App]) -> No
             "--broadcast",
             stdin=subprocess.PIPE,
         )
-        apps.append(app)
         app.expect(r"chatting by broadcast")
         return app
 
@@ -415,27 +294,21 @@ def test_broadcast_peers_find_each_other_without_a_server(apps: list[App]) -> No
     ben.expect(r"^\* ann left$")
     cat.expect(r"^\* ann left$")
     for app in (ben, cat):
-        app.proc.send_signal(signal.SIGTERM)
-        exits_cleanly(app)
+        stop_cleanly(app)
 
 
 # ----------------------------------------------------------------- errors
 
 
 def test_port_in_use_is_a_clear_error() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
-        taken.bind(("127.0.0.1", 0))
-        result = run("apps.udpchat", "server", "--port", str(taken.getsockname()[1]))
-    assert result.returncode == 1
-    assert result.stderr.startswith("reactor-udpchat: cannot bind UDP 127.0.0.1:")
-    assert "Traceback" not in result.stderr
+    with port_in_use(socket.SOCK_DGRAM) as port:
+        result = run_cli("apps.udpchat", "server", "--port", str(port))
+    assert exits_with(result, 1).startswith("reactor-udpchat: cannot bind UDP 127.0.0.1:")
 
 
 def test_bad_arguments_exit_2() -> None:
-    result = run("apps.udpchat", "client", "127.0.0.1", "9", "--nick", "no spaces allowed")
-    assert result.returncode == 2, result.stderr
-    assert "argument --nick: 'no spaces allowed' is not a valid nick" in result.stderr
-    assert "Traceback" not in result.stderr
+    result = run_cli("apps.udpchat", "client", "127.0.0.1", "9", "--nick", "no spaces allowed")
+    assert "argument --nick: 'no spaces allowed' is not a valid nick" in exits_with(result, 2)
 
 
 @pytest.mark.parametrize(
@@ -452,9 +325,7 @@ def test_bad_arguments_exit_2() -> None:
     ],
 )
 def test_more_bad_arguments_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        udpchat_main(args)
-    assert exit_.value.code == 2
+    assert exit_code(udpchat_main, args) == 2
     assert "reactor-udpchat" in capsys.readouterr().err
 
 
@@ -463,15 +334,11 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         ("server", ("--host", "--port", "--backend", "--log-level", "--peer-timeout")),
         ("client", ("--nick", "--keepalive", "--broadcast", "HOST", "PORT", "--backend")),
     ):
-        with pytest.raises(SystemExit) as exit_:
-            udpchat_main([command, "--help"])
-        assert exit_.value.code == 0
+        assert exit_code(udpchat_main, [command, "--help"]) == 0
         out = capsys.readouterr().out
         for option in options:
             assert option in out
-    tomllib = pytest.importorskip("tomllib")
-    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["reactor-udpchat"] == "apps.udpchat.__main__:main"
+    assert console_script("reactor-udpchat") == "apps.udpchat.__main__:main"
 
 
 # ----------------------------------------------------------------- in memory

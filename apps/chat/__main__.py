@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from apps._common import add_common_options, setup_logging
+from apps._common import add_common_options, port_number, setup_logging
 from apps.chat import wire
 from apps.chat.client import run_client
 from apps.chat.server import add_server_options, run_server
@@ -19,16 +19,6 @@ __all__ = ["DEFAULT_PORT", "build_parser", "main"]
 
 PROG = "reactor-chat"
 DEFAULT_PORT = 8070
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 1 to 65535, got {value}")
-    return value
 
 
 def _nick(text: str) -> str:
@@ -61,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(Ctrl-D, or the end of piped input) or Ctrl-C. Standard input may be a pipe.",
     )
     client.add_argument("host", help="the server's host name or IP address")
-    client.add_argument("port", type=_port, help="the server's port")
+    client.add_argument("port", type=port_number, help="the server's port")
     client.add_argument(
         "--nick",
         required=True,

@@ -31,7 +31,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, cast
 
-from apps._common import EXIT_ERROR, GracefulShutdown, die, make_reactor, print_listening
+from apps._common import (
+    EXIT_ERROR,
+    GracefulShutdown,
+    die,
+    int_at_least,
+    make_reactor,
+    positive_seconds,
+    print_listening,
+)
 from apps.chat import wire
 from protocols.framing import LineReceiver
 from protocols.policies import ConnectionLimiter
@@ -485,36 +493,13 @@ def make_factory(room: ChatRoom) -> ConnectionLimiter:
     )
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < 1e9:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def add_server_options(parser: argparse.ArgumentParser) -> None:
     """The chat server's own options (limits and timers), with safe defaults."""
     d = ChatConfig()
     group = parser.add_argument_group("limits and timers")
     group.add_argument(
         "--max-line",
-        type=_int_at_least(16),
+        type=int_at_least(16),
         default=d.max_line,
         metavar="BYTES",
         help="longest line accepted, without its line end; a longer one gets an error "
@@ -522,7 +507,7 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-output",
-        type=_int_at_least(1024),
+        type=int_at_least(1024),
         default=d.max_output,
         metavar="BYTES",
         help="bytes that may wait to be sent to one client; a client that stops reading "
@@ -530,7 +515,7 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-clients",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=d.max_clients,
         metavar="N",
         help="connections at once in total; over it a newcomer gets an error line and "
@@ -538,7 +523,7 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-per-ip",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=d.max_per_ip,
         metavar="N",
         help="connections at once from one IP address, likewise; 0 for no limit "
@@ -546,14 +531,14 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--ping-interval",
-        type=_positive_float,
+        type=positive_seconds,
         default=d.ping_interval,
         metavar="SECONDS",
         help="send PING to a client quiet for this long (default: %(default)g)",
     )
     group.add_argument(
         "--ping-timeout",
-        type=_positive_float,
+        type=positive_seconds,
         default=d.ping_timeout,
         metavar="SECONDS",
         help="disconnect a client that sends nothing (not even PONG) this long after "
@@ -561,7 +546,7 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--nick-timeout",
-        type=_positive_float,
+        type=positive_seconds,
         default=d.nick_timeout,
         metavar="SECONDS",
         help="disconnect a connection that has not set a nick after this long "

@@ -15,7 +15,11 @@ from apps._common import (
     GracefulShutdown,
     add_common_options,
     die,
+    int_at_least,
+    listen_or_die,
     make_reactor,
+    port_number,
+    positive_seconds,
     print_listening,
     setup_logging,
 )
@@ -30,26 +34,6 @@ DEFAULT_PORT = 8011
 _RATE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kKmMgG]?)(?:i?B)?(?:/s)?\Z")
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 1 to 65535, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value < 1e9:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
-
-
 def _rate(text: str) -> float:
     """``500K``, ``8M``, ``1.5G`` (binary multiples) bytes per second."""
     match = _RATE.match(text.strip())
@@ -59,16 +43,6 @@ def _rate(text: str) -> float:
         )
     scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[match.group(2).lower()]
     return float(match.group(1)) * scale
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,14 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_options(serve, default_port=DEFAULT_PORT)
     serve.add_argument(
         "--max-connections",
-        type=_positive_int,
+        type=int_at_least(1),
         default=256,
         metavar="N",
         help="serve at most N connections at once; more are told to retry (default: 256)",
     )
     serve.add_argument(
         "--idle-timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=30.0,
         metavar="SECONDS",
         help="close a connection with no request or no progress for this long (default: 30)",
@@ -120,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         "interrupted download keeps OUT.part for --resume).",
     )
     get.add_argument("host", metavar="HOST", help="the server's host name or address")
-    get.add_argument("port", metavar="PORT", type=_port, help="the server's port")
+    get.add_argument("port", metavar="PORT", type=port_number, help="the server's port")
     get.add_argument("name", metavar="NAME", help="the file's name under the server's root")
     get.add_argument(
         "-o",
@@ -140,14 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RATE",
         help="read at most RATE bytes per second (e.g. 500K, 8M)",
     )
-    get.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=30.0,
-        metavar="SECONDS",
-        help="give up after this long without data (default: 30)",
-    )
-    add_common_options(get, default_port=DEFAULT_PORT, server=False)
+    _add_client_options(get)
 
     list_ = sub.add_parser(
         "list",
@@ -155,16 +122,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the size and name of each file the server serves.",
     )
     list_.add_argument("host", metavar="HOST", help="the server's host name or address")
-    list_.add_argument("port", metavar="PORT", type=_port, help="the server's port")
-    list_.add_argument(
+    list_.add_argument("port", metavar="PORT", type=port_number, help="the server's port")
+    _add_client_options(list_)
+    return parser
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    """The options ``get`` and ``list`` share: --timeout, and the common ones."""
+    parser.add_argument(
         "--timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=30.0,
         metavar="SECONDS",
         help="give up after this long without data (default: 30)",
     )
-    add_common_options(list_, default_port=DEFAULT_PORT, server=False)
-    return parser
+    add_common_options(parser, default_port=DEFAULT_PORT, server=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,12 +162,12 @@ def serve(args: argparse.Namespace) -> int:
             max_total=args.max_connections,
             message=b"ERR too many connections; try again later\n",
         )
-        try:
-            # cast: ConnectionLimiter.build_protocol may return None (a refusal, which
-            # the listener supports), but ProtocolFactoryInterface does not say so.
-            listener = reactor.listen_tcp(args.port, cast(FactoryArg, factory), host=args.host)
-        except OSError as exc:
-            die(PROG, exc.strerror or str(exc), EXIT_ERROR)
+        # cast: ConnectionLimiter.build_protocol may return None (a refusal, which
+        # the listener supports), but ProtocolFactoryInterface does not say so.
+        tcp_factory = cast(FactoryArg, factory)
+        listener = listen_or_die(
+            PROG, lambda: reactor.listen_tcp(args.port, tcp_factory, host=args.host)
+        )
         GracefulShutdown(
             reactor,
             listeners=[listener],

@@ -15,7 +15,11 @@ from apps._common import (
     GracefulShutdown,
     add_common_options,
     die,
+    int_at_least,
+    listen_or_die,
     make_reactor,
+    port_number,
+    positive_seconds,
     print_listening,
     setup_logging,
 )
@@ -27,42 +31,12 @@ PROG = "reactor-udpchat"
 DEFAULT_PORT = 8009
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value < 1e9:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 1 to 65535, got {value}")
-    return value
-
-
 def _nick(text: str) -> str:
     if not valid_nick(text):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a valid nick: 1 to 32 of the letters A-Z a-z, digits and _ . -"
         )
     return text
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_options(server, default_port=DEFAULT_PORT)
     server.add_argument(
         "--peer-timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=30.0,
         metavar="SECONDS",
         help="forget a peer silent for longer than this; clients are told it and keep "
@@ -93,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument(
         "--max-peers",
-        type=_positive_int,
+        type=int_at_least(1),
         default=1000,
         metavar="N",
         help="admit at most this many peers at a time (default: 1000)",
@@ -117,13 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument(
         "port",
         metavar="PORT",
-        type=_port,
+        type=port_number,
         help="the server's port; with --broadcast, the port every peer shares",
     )
     client.add_argument("--nick", required=True, type=_nick, help="the name to chat under")
     client.add_argument(
         "--keepalive",
-        type=_seconds,
+        type=positive_seconds,
         default=10.0,
         metavar="SECONDS",
         help="send a keepalive this often when idle (default: 10; shortened to a third "
@@ -137,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     client.add_argument(
         "--peer-timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=30.0,
         metavar="SECONDS",
         help="with --broadcast: forget a peer silent for longer than this (default: 30)",
@@ -164,10 +138,9 @@ def run_server(args: argparse.Namespace) -> int:
     reactor = make_reactor(PROG, args)
     with reactor:
         server = RelayServer(reactor, peer_timeout=args.peer_timeout, max_peers=args.max_peers)
-        try:
-            transport = reactor.listen_udp(args.port, server, host=args.host)
-        except OSError as exc:
-            die(PROG, exc.strerror or str(exc), EXIT_ERROR)
+        transport = listen_or_die(
+            PROG, lambda: reactor.listen_udp(args.port, server, host=args.host)
+        )
         GracefulShutdown(reactor, transports=lambda: [transport], goodbye=server.say_goodbye)
         print_listening("udpchat server", transport.get_extra_info("sockname"), reactor)
         reactor.run()
@@ -215,12 +188,12 @@ def run_client(args: argparse.Namespace) -> int:
                 output=_say,
                 on_closed=reactor.stop,
             )
-            try:
-                transport = reactor.listen_udp(
+            transport = listen_or_die(
+                PROG,
+                lambda: reactor.listen_udp(
                     args.port, client, host="0.0.0.0", broadcast=True, reuse_port=True
-                )
-            except OSError as exc:
-                die(PROG, exc.strerror or str(exc), EXIT_ERROR)
+                ),
+            )
             _say(
                 f"* {args.nick} chatting by broadcast to {target[0]}:{target[1]} "
                 f"(backend {reactor.backend}); end with Ctrl-D"

@@ -1,0 +1,899 @@
+"""Echo benchmark: this reactor against asyncio (and uvloop, Twisted, Tornado) in one run.
+
+    python benchmarks/echo_bench.py --scenarios pingpong-1k --repeats 3 --duration 4
+
+Every scenario puts the same load on every server, interleaved round-robin
+over ``--repeats`` rounds (the order rotates each round), so slow drift of
+the machine hits every server alike. For each run it samples the server's CPU
+time (``/proc/PID/stat``) exactly over the client's measured window, using
+the client's ``measure_start``/``measure_end`` events, and its RSS. It prints
+medians with min and max, the ratio to asyncio, both processes' CPU use (so
+you can see which one saturated), and writes everything to JSON.
+
+Run by hand, never in CI: it needs a quiet machine and takes minutes. See
+benchmarks/README.md for what each column means and the caveats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import selectors
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SERVERS_DIR = HERE / "servers"
+LOADGEN_DIR = REPO.parent / "shared" / "tools" / "loadgen"
+RESULTS_DIR = HERE / "results"
+
+BASELINE = "asyncio"
+READY_RE = re.compile(r"listening on \[?([0-9A-Fa-f.:]+?)\]?:(\d+)")
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+#: A process at or above this CPU share during the window counts as saturated.
+SATURATED_PCT = 90.0
+#: The issue's targets, checked on the 1 KiB ping-pong scenario.
+TARGET_SCENARIO = "pingpong-1k"
+TARGET_RPS_RATIO = 1.3
+TARGET_CPU_RATIO = 0.7
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    conns: int
+    size: int
+    pipeline: int = 1
+    mode: str = "echo"  # "echo", "stream" or "idle"
+
+    @property
+    def unit(self) -> str:
+        """What the rate counts: requests, or megabytes for the stream."""
+        return "MB" if self.mode == "stream" else "req"
+
+    def client_args(self, duration: float, warmup: float) -> list[str]:
+        """Flags understood by both loadgen and pyclient."""
+        args = ["--conns", str(self.conns), "--size", str(self.size), "--verify"]
+        if self.mode == "idle":
+            return [*args, "--idle", "--duration", f"{duration:g}"]
+        args += ["--duration", f"{duration:g}", "--warmup", f"{warmup:g}"]
+        if self.mode == "stream":
+            args += ["--mode", "stream"]
+        if self.pipeline > 1:
+            args += ["--pipeline", str(self.pipeline)]
+        return args
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("pingpong-64", "100 connections, 64 B ping-pong", 100, 64),
+        Scenario("pingpong-1k", "100 connections, 1 KiB ping-pong", 100, 1024),
+        Scenario("pipeline-16", "10 connections, 64 B messages pipelined 16 deep", 10, 64, 16),
+        Scenario("stream", "1 connection streaming 64 KiB writes (MB/s)", 1, 65536, mode="stream"),
+        Scenario("idle-5k", "5,000 idle connections (server memory)", 5000, 64, mode="idle"),
+    )
+}
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerKind:
+    name: str
+    argv: list[str]  # what follows the interpreter (or the whole command if external)
+    needs: str | None = None  # a module that must import
+    external: bool = False  # argv is a full command line (from --extra)
+    max_fds: int | None = None  # e.g. select(): FD_SETSIZE
+
+
+def server_kinds(python: str, backends: list[str]) -> dict[str, ServerKind]:
+    kinds: dict[str, ServerKind] = {}
+    for backend in backends:
+        kinds[f"reactor-{backend}"] = ServerKind(
+            f"reactor-{backend}",
+            ["-m", "apps.echo", "--host", "127.0.0.1", "--port", "0", "--backend", backend],
+            max_fds=1000 if backend == "select" else None,
+        )
+    for name, needs in (
+        ("asyncio", None),
+        ("uvloop", "uvloop"),
+        ("twisted", "twisted"),
+        ("tornado", "tornado"),
+    ):
+        script = SERVERS_DIR / f"{name}_echo.py"
+        kinds[name] = ServerKind(name, [str(script), "--host", "127.0.0.1", "--port", "0"], needs)
+    return kinds
+
+
+def importable(python: str, module: str) -> bool:
+    probe = subprocess.run(
+        [python, "-c", f"import {module}"], capture_output=True, timeout=60, check=False
+    )
+    return probe.returncode == 0
+
+
+def package_version(python: str, dist: str) -> str | None:
+    code = f"import importlib.metadata as m; print(m.version({dist!r}))"
+    probe = subprocess.run([python, "-c", code], capture_output=True, text=True, check=False)
+    return probe.stdout.strip() or None if probe.returncode == 0 else None
+
+
+# --------------------------------------------------------------------------- /proc sampling
+
+
+def proc_cpu(pid: int) -> tuple[float, float] | None:
+    """(user, system) CPU seconds of a process and all its threads, or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def machine_busy_s() -> float | None:
+    """CPU seconds the whole machine has been busy (all CPUs, not idle or iowait)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(fields) - fields[3] - fields[4]) / CLK_TCK
+
+
+def wait_quiet(limit_s: float, busy_pct: float) -> tuple[float, float | None]:
+    """Wait (at most ``limit_s``) until other processes use under ``busy_pct`` of one CPU.
+
+    For shared machines: returns (seconds waited, the last busy share seen).
+    """
+    start = time.monotonic()
+    share = None
+    while True:
+        b0 = machine_busy_s()
+        time.sleep(0.5)
+        b1 = machine_busy_s()
+        if b0 is None or b1 is None:
+            return 0.0, None
+        share = (b1 - b0) / 0.5 * 100
+        waited = time.monotonic() - start
+        if share < busy_pct or waited >= limit_s:
+            return waited, share
+
+
+def proc_rss_kb(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def pin_prefix(cpu: int | None) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if cpu is not None else []
+
+
+class Server:
+    """A server process started on a free port; stdout/stderr go to files, never pipes."""
+
+    def __init__(self, kind: ServerKind, python: str, cpu: int | None, workdir: Path) -> None:
+        self.kind = kind
+        self.out_path = workdir / f"{kind.name}.out"
+        self.err_path = workdir / f"{kind.name}.err"
+        argv = kind.argv if kind.external else [python, *kind.argv]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [*pin_prefix(cpu), *argv],
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=env,
+            )
+        self.pid = self.proc.pid
+        self.port = 0
+        self.exit_code: int | None = None
+        self.cpu_total_s: float | None = None
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = READY_RE.search(self.out_path.read_text(errors="replace"))
+            if match:
+                self.port = int(match.group(2))
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind.name} exited ({self.proc.returncode}) before ready")
+            time.sleep(0.02)
+        raise RuntimeError(f"{self.kind.name} printed no ready line within {timeout:g}s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it does not stop; collects its total CPU time."""
+        if self.proc.returncode is not None or self.proc.poll() is not None:
+            self.exit_code = self.proc.returncode  # it had already exited
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.exit_code = self.proc.poll()
+                return
+            if pid:
+                self.exit_code = os.waitstatus_to_exitcode(status)
+                self.proc.returncode = self.exit_code
+                self.cpu_total_s = usage.ru_utime + usage.ru_stime
+                return
+            time.sleep(0.02)
+        self.proc.kill()
+        self.proc.wait()
+        self.exit_code = -9
+
+    def stderr_lines(self) -> list[str]:
+        try:
+            return self.err_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+
+
+def run_client(
+    argv: list[str], on_event: Callable[[dict[str, Any]], None], timeout: float
+) -> tuple[dict[str, Any] | None, int | None, str]:
+    """Run a client, calling ``on_event`` as each progress event arrives on its stderr.
+
+    Returns (its JSON result, exit code, other stderr text). The client is
+    killed if it outlives ``timeout`` (loadgen and pyclient have their own
+    alarms too, so this is a backstop).
+    """
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    other: list[str] = []
+    buf = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        eof = False
+        while not eof and time.monotonic() < deadline:
+            if not sel.select(min(1.0, max(0.0, deadline - time.monotonic()))):
+                continue
+            chunk = os.read(proc.stderr.fileno(), 65536)
+            eof = not chunk
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace").strip()
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    message = None
+                if isinstance(message, dict) and "event" in message:
+                    on_event(message)
+                elif line:
+                    other.append(line)
+    if not eof:
+        proc.kill()
+    try:
+        out, _ = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    result = None
+    for line in reversed(out.decode(errors="replace").splitlines()):
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(line)
+            if isinstance(parsed, dict):
+                result = parsed
+                break
+    return result, proc.returncode, "\n".join(other)
+
+
+# --------------------------------------------------------------------------- the client
+
+
+def find_loadgen(explicit: str | None) -> Path | None:
+    """An executable loadgen: the one named, the shared one, or one built from its source."""
+    if explicit:
+        path = Path(explicit)
+        if path.suffix == ".c":
+            return build_loadgen(path)
+        return path if os.access(path, os.X_OK) else None
+    shared = LOADGEN_DIR / "loadgen"
+    if shared.is_file() and os.access(shared, os.X_OK):
+        return shared
+    source = LOADGEN_DIR / "loadgen.c"
+    return build_loadgen(source) if source.is_file() else None
+
+
+def build_loadgen(source: Path) -> Path | None:
+    """Compile loadgen.c into a per-user temp dir (never into the repo); reused while fresh."""
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        return None
+    target = Path(tempfile.gettempdir()) / f"pyreactor-bench-{os.getuid()}" / "loadgen"
+    if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [compiler, "-O2", "-Wall", "-Wextra", "-o", str(target), str(source)]
+    built = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if built.returncode != 0:
+        print(f"note: building loadgen failed:\n{built.stderr}", file=sys.stderr)
+        return None
+    return target
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def run_once(
+    scenario: Scenario,
+    kind: ServerKind,
+    client_cmd: list[str],
+    opts: argparse.Namespace,
+    workdir: Path,
+) -> dict[str, Any]:
+    record: dict[str, Any] = {"scenario": scenario.name, "server": kind.name, "ok": False}
+    if opts.wait_quiet > 0:
+        waited, share = wait_quiet(opts.wait_quiet, opts.quiet_pct)
+        record["quiet_wait_s"] = round(waited, 2)
+        record["busy_before_pct"] = round(share, 1) if share is not None else None
+    server = Server(kind, opts.python, opts.server_cpu_used, workdir)
+    try:
+        server.wait_ready()
+        record["port"] = server.port
+        pid = server.pid
+        samples: dict[str, Any] = {"rss_before_kb": proc_rss_kb(pid)}
+
+        def on_event(message: dict[str, Any]) -> None:
+            name = message.get("event")
+            if name == "measure_start":
+                samples["t0"], samples["cpu0"] = time.monotonic(), proc_cpu(pid)
+                samples["busy0"] = machine_busy_s()
+            elif name == "measure_end":
+                samples["t1"], samples["cpu1"] = time.monotonic(), proc_cpu(pid)
+                samples["busy1"] = machine_busy_s()
+                samples["rss_end_kb"] = proc_rss_kb(pid)
+            elif name == "ready":
+                samples["rss_ready_kb"] = proc_rss_kb(pid)
+
+        argv = [
+            *pin_prefix(opts.client_cpu_used),
+            *client_cmd,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(server.port),
+            *scenario.client_args(opts.duration, opts.warmup),
+        ]
+        limit = opts.duration + opts.warmup + 120
+        result, code, other = run_client(argv, on_event, limit)
+        record["client"] = result
+        record["client_exit"] = code
+        if other:
+            record["client_stderr"] = other[-2000:]
+        if result is None or not result.get("ok"):
+            reason = (result or {}).get("reason") or other[-300:] or "no result"
+            record["error"] = f"client failed (exit {code}): {reason}"
+            return record
+        record.update(derive(scenario, result, samples))
+        record["ok"] = True
+        return record
+    except Exception as exc:  # one failed run must not end the suite
+        record["error"] = f"{type(exc).__name__}: {exc}"
+        return record
+    finally:
+        server.stop()
+        record["server_exit"] = server.exit_code
+        record["server_cpu_total_s"] = server.cpu_total_s
+        lines = server.stderr_lines()
+        if lines:
+            record["server_stderr_lines"] = len(lines)
+            record["server_stderr_head"] = lines[:5]
+
+
+def derive(scenario: Scenario, result: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one run, from the client's result and the /proc samples."""
+    out: dict[str, Any] = {
+        "errors": int(result.get("errors", 0)),
+        "mismatches": int(result.get("mismatches", 0)),
+    }
+    if scenario.mode == "idle":
+        held = int(result.get("held", 0))
+        before, ready = s.get("rss_before_kb"), s.get("rss_ready_kb")
+        out["held"] = held
+        out["rss_before_kb"] = before
+        out["rss_ready_kb"] = ready
+        if before is not None and ready is not None and held:
+            out["rss_per_conn_bytes"] = (ready - before) * 1024 / held
+        out["ping_p50_us"] = result.get("ping_p50_us")
+        out["ping_p99_us"] = result.get("ping_p99_us")
+        return out
+    window = float(result.get("duration_s") or 0.0)
+    requests = int(result.get("requests", 0))
+    out["window_s"] = window
+    out["requests"] = requests
+    out["rps"] = float(result.get("requests_per_sec", 0.0))
+    out["mbps"] = float(result.get("MB_per_sec", 0.0))
+    out["rate"] = out["mbps"] if scenario.unit == "MB" else out["rps"]
+    out["client_cpu_pct"] = float(result.get("client_cpu_pct", 0.0))
+    out["lat_p50_us"] = result.get("lat_p50_us")
+    out["lat_p99_us"] = result.get("lat_p99_us")
+    out["rss_before_kb"] = s.get("rss_before_kb")
+    out["rss_end_kb"] = s.get("rss_end_kb")
+    cpu0, cpu1 = s.get("cpu0"), s.get("cpu1")
+    if cpu0 is not None and cpu1 is not None:
+        user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+        observed = s["t1"] - s["t0"]
+        out["server_user_s"] = round(user, 3)
+        out["server_sys_s"] = round(system, 3)
+        out["server_cpu_s"] = round(user + system, 3)
+        out["server_cpu_pct"] = (user + system) / observed * 100 if observed > 0 else None
+        units = requests if scenario.unit == "req" else float(result.get("bytes", 0)) / 1e6
+        out["cpu_per_unit_us"] = (user + system) * 1e6 / units if units else None
+        busy0, busy1 = s.get("busy0"), s.get("busy1")
+        if busy0 is not None and busy1 is not None and observed > 0:
+            # Everything else the machine did meanwhile: other people's work
+            # (or the kernel's) competing with the two processes measured.
+            client_s = out["client_cpu_pct"] * window / 100
+            other = (busy1 - busy0) - (user + system) - client_s
+            out["other_cpu_pct"] = max(0.0, other / observed * 100)
+    return out
+
+
+# --------------------------------------------------------------------------- summary
+
+
+METRICS = (
+    "rate",
+    "rps",
+    "mbps",
+    "cpu_per_unit_us",
+    "server_cpu_pct",
+    "client_cpu_pct",
+    "lat_p50_us",
+    "lat_p99_us",
+    "rss_per_conn_bytes",
+    "ping_p50_us",
+    "other_cpu_pct",
+)
+
+
+def spread(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per scenario, per server: median/min/max of each figure, and ratios to asyncio."""
+    summary: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        scen = summary.setdefault(run["scenario"], {})
+        entry = scen.setdefault(run["server"], {"runs": 0, "ok": 0, "errors": 0, "_r": []})
+        entry["runs"] += 1
+        if run.get("ok"):
+            entry["ok"] += 1
+            entry["errors"] += run.get("errors", 0) + run.get("mismatches", 0)
+            entry["_r"].append(run)
+    for scen in summary.values():
+        for entry in scen.values():
+            ok_runs = entry.pop("_r")
+            for metric in METRICS:
+                values = [float(r[metric]) for r in ok_runs if r.get(metric) is not None]
+                stats = spread(values)
+                if stats is not None:
+                    entry[metric] = stats
+        base = scen.get(BASELINE, {})
+        for entry in scen.values():
+            for metric, key in (
+                ("rate", "rate_ratio"),
+                ("cpu_per_unit_us", "cpu_ratio"),
+                ("rss_per_conn_bytes", "rss_ratio"),
+            ):
+                if metric in entry and metric in base and base[metric]["median"]:
+                    entry[key] = entry[metric]["median"] / base[metric]["median"]
+    return summary
+
+
+def fmt_num(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if digits == 0:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}f}"
+
+
+def fmt_spread(stats: dict[str, float] | None, digits: int = 0) -> str:
+    if not stats:
+        return "-"
+    m, lo, hi = (fmt_num(stats[k], digits) for k in ("median", "min", "max"))
+    return f"{m} ({lo}-{hi})"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return f"{value:.2f}x" if value is not None else "-"
+
+
+def saturation(entry: dict[str, Any]) -> str:
+    srv = entry.get("server_cpu_pct", {}).get("median", 0.0)
+    cli = entry.get("client_cpu_pct", {}).get("median", 0.0)
+    sides = [name for name, pct in (("server", srv), ("client", cli)) if pct >= SATURATED_PCT]
+    return "+".join(sides) or "neither"
+
+
+def render_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def report(scenario: Scenario, scen: dict[str, Any], order: list[str]) -> str:
+    names = [n for n in order if n in scen]
+    if scenario.mode == "idle":
+        headers = ["server", "runs ok", "RSS B/conn median (min-max)", "vs asyncio", "ping p50 us"]
+        rows = [
+            [
+                n,
+                f"{scen[n]['ok']}/{scen[n]['runs']}",
+                fmt_spread(scen[n].get("rss_per_conn_bytes")),
+                fmt_ratio(scen[n].get("rss_ratio")),
+                fmt_num(scen[n].get("ping_p50_us", {}).get("median")),
+            ]
+            for n in names
+        ]
+    else:
+        rate_name = "MB/s" if scenario.unit == "MB" else "req/s"
+        per = "us/MB" if scenario.unit == "MB" else "us/req"
+        headers = [
+            "server",
+            "ok",
+            f"{rate_name} median (min-max)",
+            "vs asyncio",
+            f"srv CPU {per} (min-max)",
+            "vs asyncio",
+            "srv CPU%",
+            "cli CPU%",
+            "other%",
+            "saturated",
+            "p50 us",
+            "p99 us",
+            "errs",
+        ]
+        rows = []
+        for n in names:
+            e = scen[n]
+            digits = 0 if scenario.unit == "MB" else 2
+            rows.append(
+                [
+                    n,
+                    f"{e['ok']}/{e['runs']}",
+                    fmt_spread(e.get("rate"), 1 if scenario.unit == "MB" else 0),
+                    fmt_ratio(e.get("rate_ratio")),
+                    fmt_spread(e.get("cpu_per_unit_us"), digits),
+                    fmt_ratio(e.get("cpu_ratio")),
+                    fmt_num(e.get("server_cpu_pct", {}).get("median")),
+                    fmt_num(e.get("client_cpu_pct", {}).get("median")),
+                    fmt_num(e.get("other_cpu_pct", {}).get("median")),
+                    saturation(e) if e.get("ok") else "-",
+                    fmt_num(e.get("lat_p50_us", {}).get("median")),
+                    fmt_num(e.get("lat_p99_us", {}).get("median")),
+                    str(e["errors"]),
+                ]
+            )
+    text = f"\n== {scenario.name}: {scenario.title}\n{render_table(headers, rows)}"
+    if scenario.name == TARGET_SCENARIO and BASELINE in scen:
+        for n in names:
+            if not n.startswith("reactor-"):
+                continue
+            rr, cr = scen[n].get("rate_ratio"), scen[n].get("cpu_ratio")
+            rate_ok = rr is not None and rr >= TARGET_RPS_RATIO
+            cpu_ok = cr is not None and cr <= TARGET_CPU_RATIO
+            text += (
+                f"\ntarget {n}: req/s {fmt_ratio(rr)} of asyncio (want >= {TARGET_RPS_RATIO}x: "
+                f"{'PASS' if rate_ok else 'FAIL'}); CPU/req {fmt_ratio(cr)} "
+                f"(want <= {TARGET_CPU_RATIO}x: {'PASS' if cpu_ok else 'FAIL'})"
+            )
+    return text
+
+
+# --------------------------------------------------------------------------- main
+
+
+def csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from reactor.backends import available_backends
+
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="scenarios:\n" + "\n".join(f"  {s.name:<12} {s.title}" for s in SCENARIOS.values()),
+    )
+    parser.add_argument(
+        "--scenarios", type=csv, default=list(SCENARIOS), help="comma list (default: all)"
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="rounds over all servers")
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
+    parser.add_argument(
+        "--servers",
+        type=csv,
+        default=["reactor", "asyncio", "uvloop", "twisted", "tornado"],
+        help="comma list; 'reactor' means one per --backends; peers not installed are skipped",
+    )
+    parser.add_argument(
+        "--backends", type=csv, default=available_backends(), help="reactor backends"
+    )
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help="another server to compare (e.g. a patched build): a command line that listens "
+        "on a free port and prints 'listening on HOST:PORT'; may be repeated",
+    )
+    parser.add_argument("--client", choices=("auto", "loadgen", "python"), default="auto")
+    parser.add_argument("--loadgen", help="loadgen binary (or loadgen.c to build)")
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="taskset the server and client onto separate CPUs (default: when taskset "
+        "exists and there are 2+ CPUs)",
+    )
+    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--client-cpu", type=int, default=1)
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each run wait up to S seconds for other processes to go quiet "
+        "(for shared machines; default 0: do not wait)",
+    )
+    parser.add_argument(
+        "--quiet-pct",
+        type=float,
+        default=15.0,
+        help="'quiet' means other processes use under this %% of one CPU (default 15)",
+    )
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the servers")
+    parser.add_argument("--json", help="output file (default benchmarks/results/echo-DATE.json)")
+    args = parser.parse_args(argv)
+    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}")
+    if args.repeats < 1 or not 0 < args.duration <= 600 or not 0 <= args.warmup <= 60:
+        parser.error("need --repeats >= 1, 0 < --duration <= 600, 0 <= --warmup <= 60")
+    for backend in args.backends:
+        if backend not in available_backends():
+            parser.error(f"backend {backend!r} not available here: {available_backends()}")
+    return args
+
+
+def select_servers(args: argparse.Namespace) -> list[ServerKind]:
+    kinds = server_kinds(args.python, args.backends)
+    chosen: list[ServerKind] = []
+    for name in args.servers:
+        if name == "reactor":
+            chosen += [kinds[f"reactor-{b}"] for b in args.backends]
+            continue
+        kind = kinds.get(name) or (
+            ServerKind(name, ["-m", "apps.echo", "--port", "0", "--backend", name[8:]])
+            if name.startswith("reactor-")
+            else None
+        )
+        if kind is None:
+            raise SystemExit(f"unknown server {name!r}; known: reactor, {', '.join(kinds)}")
+        if kind.needs and not importable(args.python, kind.needs):
+            print(f"note: {name} skipped ({kind.needs} is not installed)", file=sys.stderr)
+            continue
+        chosen.append(kind)
+    for extra in args.extra:
+        name, sep, command = extra.partition("=")
+        if not sep or not name or not command:
+            raise SystemExit(f"--extra wants NAME=COMMAND, got {extra!r}")
+        chosen.append(ServerKind(name, shlex.split(command), external=True))
+    if not any(k.name == BASELINE for k in chosen):
+        print("note: asyncio is not in --servers: no ratios", file=sys.stderr)
+    return chosen
+
+
+def machine_info(args: argparse.Namespace, loadgen: Path | None) -> dict[str, Any]:
+    cpu_model = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    commit = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
+    server_python = subprocess.run(
+        [args.python, "-c", "import sys; print(sys.version.split()[0])"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "cpu_model": cpu_model,
+        "cpus": os.cpu_count(),
+        "python": server_python,
+        "commit": commit,
+        "versions": {d: package_version(args.python, d) for d in ("uvloop", "twisted", "tornado")},
+        "client": args.client_used,
+        "loadgen": str(loadgen) if loadgen else None,
+        "pinned": args.pin_used,
+        "server_cpu": args.server_cpu_used,
+        "client_cpu": args.client_cpu_used,
+        "repeats": args.repeats,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "argv": sys.argv[1:],
+    }
+
+
+@contextlib.contextmanager
+def raised_fd_limit() -> Iterator[None]:
+    """Let servers and clients (which inherit it) hold thousands of sockets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(REPO))
+    args = parse_args(argv)
+    if not Path("/proc/self/stat").exists():
+        raise SystemExit("echo_bench needs Linux's /proc to sample the server's CPU and memory")
+
+    loadgen = None
+    if args.client in ("auto", "loadgen"):
+        loadgen = find_loadgen(args.loadgen)
+        if loadgen is None and args.client == "loadgen":
+            raise SystemExit("no loadgen: pass --loadgen PATH (binary or loadgen.c)")
+    if loadgen is not None:
+        args.client_used, client_cmd = "loadgen", [str(loadgen)]
+    else:
+        if args.client == "auto":
+            print("note: no loadgen found or buildable; using the Python client", file=sys.stderr)
+        args.client_used, client_cmd = "python", [args.python, str(HERE / "pyclient.py")]
+
+    can_pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    args.pin_used = can_pin if args.pin is None else args.pin and can_pin
+    if args.pin and not can_pin:
+        print("note: cannot pin (no taskset, or one CPU)", file=sys.stderr)
+    args.server_cpu_used = args.server_cpu if args.pin_used else None
+    args.client_cpu_used = args.client_cpu if args.pin_used else None
+
+    servers = select_servers(args)
+    scenarios = [SCENARIOS[name] for name in args.scenarios]
+    meta = machine_info(args, loadgen)
+    pinned = (
+        f"server CPU {args.server_cpu}, client CPU {args.client_cpu}" if args.pin_used else "no"
+    )
+    print(
+        f"client {args.client_used}{' ' + str(loadgen) if loadgen else ''}; "
+        f"pinned: {pinned}; "
+        f"servers: {', '.join(k.name for k in servers)}; "
+        f"{args.repeats} rounds x {args.duration:g}s (+{args.warmup:g}s warm-up)",
+        flush=True,
+    )
+    out_path = (
+        Path(args.json)
+        if args.json
+        else RESULTS_DIR / ("echo-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S") + ".json")
+    )
+
+    runs: list[dict[str, Any]] = []
+    texts: list[str] = []
+    total = (
+        sum(len([k for k in servers if not (k.max_fds and s.conns > k.max_fds)]) for s in scenarios)
+        * args.repeats
+    )
+    done = 0
+    with raised_fd_limit(), tempfile.TemporaryDirectory(prefix="echo-bench-") as tmp:
+        for scenario in scenarios:
+            eligible = [k for k in servers if not (k.max_fds and scenario.conns > k.max_fds)]
+            for k in servers:
+                if k not in eligible:
+                    print(f"note: {k.name} skipped for {scenario.name} (fd limit)", flush=True)
+            for rnd in range(args.repeats):
+                shift = rnd % len(eligible) if eligible else 0
+                for position, kind in enumerate(eligible[shift:] + eligible[:shift]):
+                    done += 1
+                    record = run_once(scenario, kind, client_cmd, args, Path(tmp))
+                    record["round"] = rnd + 1
+                    record["position"] = position
+                    runs.append(record)
+                    print(f"[{done}/{total}] {progress_line(scenario, record)}", flush=True)
+                    time.sleep(0.3)  # let the sockets of the last run drain
+            summary = summarize(runs)
+            if scenario.name in summary:
+                text = report(scenario, summary[scenario.name], [k.name for k in servers])
+                texts.append(text)
+                print(text, flush=True)
+
+    summary = summarize(runs)
+    document = {
+        "meta": meta,
+        "scenarios": {s.name: dataclasses.asdict(s) | {"unit": s.unit} for s in scenarios},
+        "summary": summary,
+        "runs": runs,
+    }
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(document, indent=1) + "\n")
+    print("\n".join(["", "==== summary", *texts, "", f"results: {out_path}"]), flush=True)
+    return 0 if all(r.get("ok") for r in runs) else 1
+
+
+def progress_line(scenario: Scenario, r: dict[str, Any]) -> str:
+    head = f"{scenario.name} round {r['round']} {r['server']}:"
+    if not r.get("ok"):
+        return f"{head} FAILED: {r.get('error')}"
+    if scenario.mode == "idle":
+        per = r.get("rss_per_conn_bytes")
+        return f"{head} {r['held']} held, RSS {fmt_num(per)} B/conn"
+    per = "us/MB" if scenario.unit == "MB" else "us/req"
+    rate = f"{r['mbps']:,.1f} MB/s" if scenario.unit == "MB" else f"{r['rps']:,.0f} req/s"
+    warn = ""
+    if r.get("server_stderr_lines"):
+        warn = f" [server stderr: {r['server_stderr_lines']} lines]"
+    return (
+        f"{head} {rate}, server {fmt_num(r.get('cpu_per_unit_us'), 2)} {per} "
+        f"({fmt_num(r.get('server_cpu_pct'))}% CPU, {fmt_num(r.get('server_sys_s'), 2)}s sys), "
+        f"client {r['client_cpu_pct']:.0f}% CPU, other {fmt_num(r.get('other_cpu_pct'))}%, "
+        f"errors {r['errors']}{warn}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""This project's echo server, as the benchmark runs it: ``python -m apps.echo``.
+
+    python benchmarks/servers/reactor_echo.py --port 0 --backend epoll
+
+A thin wrapper so every server kind has a script here; the benchmark itself
+runs ``python -m apps.echo`` directly, which is the same code.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from apps.echo import main
+
+if __name__ == "__main__":
+    sys.exit(main())
