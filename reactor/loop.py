@@ -101,7 +101,6 @@ class ReactorStats(TypedDict):
     timers_fired: int
     timers_cancelled: int
     timers_pending: int
-    timers: int
     registered_fds: int
     connections: int
     datagram_endpoints: int
@@ -926,7 +925,6 @@ class Reactor:
             "timers_fired": timers.fired,
             "timers_cancelled": timers.cancelled_total,
             "timers_pending": len(timers),
-            "timers": len(timers),
             "registered_fds": len(self._registered),
             "connections": connections,
             "datagram_endpoints": datagrams,

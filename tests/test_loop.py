@@ -156,7 +156,7 @@ def test_several_reactors_at_once(backend: str) -> None:
                 r.run_once(0.005)
         assert sorted(fired) == [0, 1, 2]
         for r in reactors:
-            assert r.stats()["timers"] == 0
+            assert r.stats()["timers_pending"] == 0
     finally:
         for r in reactors:
             r.close()
@@ -1121,7 +1121,7 @@ def test_stats(reactor: Reactor, pipe: tuple[int, int]) -> None:
     assert stats["iterations"] == 0
     assert stats["events"] == 0
     assert stats["registered_fds"] == 1  # the waker
-    assert stats["timers"] == 0
+    assert stats["timers_pending"] == 0
     assert stats["resources"] == 0
     rfd, wfd = pipe
     reactor.add_reader(rfd, lambda: os.read(rfd, 10))
@@ -1134,12 +1134,12 @@ def test_stats(reactor: Reactor, pipe: tuple[int, int]) -> None:
     assert stats["iterations"] == 3
     assert stats["events"] == 1
     assert stats["registered_fds"] == 2
-    assert stats["timers"] == 4
+    assert stats["timers_pending"] == 4
     reactor.remove_reader(rfd)
     for handle in handles:
         handle.cancel()
     assert reactor.stats()["registered_fds"] == 1
-    assert reactor.stats()["timers"] == 0
+    assert reactor.stats()["timers_pending"] == 0
 
 
 def test_removing_half_of_a_closed_and_reused_fd(
