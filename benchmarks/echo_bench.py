@@ -122,6 +122,7 @@ def server_kinds(python: str, backends: list[str]) -> dict[str, ServerKind]:
         ("uvloop", "uvloop"),
         ("twisted", "twisted"),
         ("tornado", "tornado"),
+        ("threads", None),
     ):
         script = SERVERS_DIR / f"{name}_echo.py"
         kinds[name] = ServerKind(name, [str(script), "--host", "127.0.0.1", "--port", "0"], needs)
@@ -657,7 +658,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--servers",
         type=csv,
-        default=["reactor", "asyncio", "uvloop", "twisted", "tornado"],
+        default=["reactor", "asyncio", "uvloop", "twisted", "tornado", "threads"],
         help="comma list; 'reactor' means one per --backends; peers not installed are skipped",
     )
     parser.add_argument(

@@ -105,10 +105,13 @@ class Listener:
         self.shed = 0
         #: The bound address (port 0 becomes the port the kernel chose).
         self.address: Address = sock.getsockname()
+        # Registering first: it is what can fail (select() refuses a
+        # descriptor past FD_SETSIZE), and it must fail before the factory is
+        # started or the listener is counted as open.
+        reactor._add_reader(self._fd, self._accept_ready)
         reactor._resources.add(self)
         reactor._spare_fd_reserve()
         _factory_hook(factory, "do_start", reactor)
-        reactor._add_reader(self._fd, self._accept_ready)
 
     def __repr__(self) -> str:
         return f"<Listener {self.address!r}{' closed' if self._closed else ''}>"
@@ -279,10 +282,10 @@ def listen_tcp(
             raise _bind_error(exc, host, port) from None
         sock.listen(backlog)
         sock.setblocking(False)
+        return Listener(reactor, sock, factory)
     except BaseException:
         sock.close()
         raise
-    return Listener(reactor, sock, factory)
 
 
 def _ip_family(host: str) -> int | None:
@@ -380,7 +383,10 @@ class Connector:
                 continue
             sock.setblocking(False)
             err = sock.connect_ex(sockaddr)
-            if err in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EINTR):
+            # EINTR: a non-blocking connect carries on in the background, like
+            # EINPROGRESS. EAGAIN is not "in progress" for TCP (only for Unix
+            # sockets): the attempt never started, so it is this address's failure.
+            if err in (0, errno.EINPROGRESS, errno.EINTR):
                 self._sock = sock
                 self._reactor._add_writer(sock.fileno(), self._connect_ready)
                 return
@@ -483,6 +489,11 @@ def _connect_error(err: int, host: str, port: int) -> OSError:
         return ConnectionRefusedError(err, message + " (nothing listens there)")
     if err == errno.ETIMEDOUT:
         return TimeoutError(err, message)
+    if err in (errno.EADDRNOTAVAIL, errno.EAGAIN):
+        message += (
+            " (no free local port or route: too many connections open or in TIME_WAIT; "
+            "close some, retry later, or widen the local port range)"
+        )
     return OSError(err, message)
 
 

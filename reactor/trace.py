@@ -166,7 +166,7 @@ class TracingStreamTransport(StreamTransport):
         self._wrap_data_received()
 
     def _start(self) -> None:
-        peer = self._extra.get("peername")
+        peer = self._peername
         trace_log.info("#%d connection_made peer=%s", self.trace_id, format_address(peer))
         super()._start()
 

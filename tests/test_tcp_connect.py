@@ -607,3 +607,27 @@ def test_resolved_unix_address_connects_without_nodelay(
         assert client.transport.get_extra_info("socket").family == socket.AF_UNIX
         client.transport.close()
         run_until(reactor, lambda: client.lost, what="closed")
+
+
+@pytest.mark.parametrize("code", [errno.EAGAIN, errno.EADDRNOTAVAIL])
+def test_no_local_port_is_a_failure_not_in_progress(
+    reactor: Reactor, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """A TCP connect() answering EAGAIN or EADDRNOTAVAIL (no free local port)
+    never started: it fails with a hint, instead of waiting for a writability
+    that would report a connection that does not exist."""
+
+    def no_port(self: socket.socket, address: Any) -> int:
+        return code
+
+    monkeypatch.setattr(socket.socket, "connect_ex", no_port)
+    outcome = Outcome()
+    connector = reactor.connect_tcp(
+        "127.0.0.1", 9, lambda: Recorder("client"), on_failure=outcome.on_failure
+    )
+    run_until(reactor, lambda: outcome.done, what="failure reported")
+    assert connector.state == "failed"
+    [reason] = outcome.failures
+    assert isinstance(reason, OSError) and reason.errno == code
+    assert "no free local port" in str(reason)
+    assert connector not in reactor._resources
