@@ -1,4 +1,4 @@
-"""Echo benchmark: this reactor against asyncio (and uvloop, Twisted, Tornado) in one run.
+"""Echo benchmark: this reactor against asyncio (and uvloop, Twisted, Tornado, threads) in one run.
 
     python benchmarks/echo_bench.py --scenarios pingpong-1k --repeats 3 --duration 4
 
