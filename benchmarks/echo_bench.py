@@ -155,14 +155,28 @@ def proc_cpu(pid: int) -> tuple[float, float] | None:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
-def machine_busy_s() -> float | None:
-    """CPU seconds the whole machine has been busy (all CPUs, not idle or iowait)."""
+def machine_times() -> tuple[float, float] | None:
+    """(busy, stolen) CPU seconds of the whole machine so far, over all CPUs.
+
+    Busy is time spent running anything here (not idle, iowait or steal).
+    Stolen is time a virtual machine's CPUs were ready but the host ran someone
+    else: it slows every process at once, so it is reported per run, apart.
+    """
     try:
         with open("/proc/stat") as f:
             fields = [int(x) for x in f.readline().split()[1:9]]
     except (OSError, ValueError):
         return None
-    return (sum(fields) - fields[3] - fields[4]) / CLK_TCK
+    while len(fields) < 8:  # very old kernels lack the steal column
+        fields.append(0)
+    busy = sum(fields) - fields[3] - fields[4] - fields[7]
+    return busy / CLK_TCK, fields[7] / CLK_TCK
+
+
+def machine_busy_s() -> float | None:
+    """CPU seconds the whole machine has been busy (all CPUs, not idle, iowait or steal)."""
+    times = machine_times()
+    return times[0] if times is not None else None
 
 
 def wait_quiet(limit_s: float, busy_pct: float) -> tuple[float, float | None]:
@@ -380,10 +394,10 @@ def run_once(
             name = message.get("event")
             if name == "measure_start":
                 samples["t0"], samples["cpu0"] = time.monotonic(), proc_cpu(pid)
-                samples["busy0"] = machine_busy_s()
+                samples["times0"] = machine_times()
             elif name == "measure_end":
                 samples["t1"], samples["cpu1"] = time.monotonic(), proc_cpu(pid)
-                samples["busy1"] = machine_busy_s()
+                samples["times1"] = machine_times()
                 samples["rss_end_kb"] = proc_rss_kb(pid)
             elif name == "ready":
                 samples["rss_ready_kb"] = proc_rss_kb(pid)
@@ -462,13 +476,16 @@ def derive(scenario: Scenario, result: dict[str, Any], s: dict[str, Any]) -> dic
         out["server_cpu_pct"] = (user + system) / observed * 100 if observed > 0 else None
         units = requests if scenario.unit == "req" else float(result.get("bytes", 0)) / 1e6
         out["cpu_per_unit_us"] = (user + system) * 1e6 / units if units else None
-        busy0, busy1 = s.get("busy0"), s.get("busy1")
-        if busy0 is not None and busy1 is not None and observed > 0:
+        times0, times1 = s.get("times0"), s.get("times1")
+        if times0 is not None and times1 is not None and observed > 0:
             # Everything else the machine did meanwhile: other people's work
             # (or the kernel's) competing with the two processes measured.
             client_s = out["client_cpu_pct"] * window / 100
-            other = (busy1 - busy0) - (user + system) - client_s
+            other = (times1[0] - times0[0]) - (user + system) - client_s
             out["other_cpu_pct"] = max(0.0, other / observed * 100)
+            # Time the host took from this VM's CPUs: with a few percent of
+            # steal, runs seconds apart differ by far more than servers do.
+            out["steal_pct"] = (times1[1] - times0[1]) / observed * 100
     return out
 
 
@@ -487,6 +504,7 @@ METRICS = (
     "rss_per_conn_bytes",
     "ping_p50_us",
     "other_cpu_pct",
+    "steal_pct",
 )
 
 
@@ -496,8 +514,37 @@ def spread(values: list[float]) -> dict[str, float] | None:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+#: Peers every server is also compared with round by round (the issue's targets).
+PAIRED_PEERS = (BASELINE, "twisted")
+
+
+def paired(runs: list[dict[str, Any]], server: str, peer: str, metric: str) -> dict[str, Any]:
+    """``server`` against ``peer`` round by round: the median of the per-round ratios
+    of ``metric``, and in how many rounds the ratio was above 1.
+
+    Runs of one round are seconds apart, so a drift of the machine (other
+    tenants, CPU steal) that moves whole rounds cancels out of each ratio; the
+    ratio of two medians taken over different rounds keeps it.
+    """
+    by_round: dict[int, dict[str, float]] = {}
+    for run in runs:
+        if run.get("ok") and run.get(metric) is not None and "round" in run:
+            by_round.setdefault(run["round"], {})[run["server"]] = float(run[metric])
+    ratios = [
+        pair[server] / pair[peer] for pair in by_round.values() if server in pair and pair.get(peer)
+    ]
+    if not ratios:
+        return {}
+    return {
+        "rounds": len(ratios),
+        "median": statistics.median(ratios),
+        "above_1": sum(r > 1 for r in ratios),
+    }
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per scenario, per server: median/min/max of each figure, and ratios to asyncio."""
+    """Per scenario, per server: median/min/max of each figure, ratios to asyncio, and
+    round-by-round ratios to asyncio and Twisted (``paired``)."""
     summary: dict[str, dict[str, Any]] = {}
     for run in runs:
         scen = summary.setdefault(run["scenario"], {})
@@ -524,6 +571,18 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             ):
                 if metric in entry and metric in base and base[metric]["median"]:
                     entry[key] = entry[metric]["median"] / base[metric]["median"]
+    for name, scen in summary.items():
+        scen_runs = [r for r in runs if r["scenario"] == name]
+        for server, entry in scen.items():
+            for peer in PAIRED_PEERS:
+                if peer == server or peer not in scen:
+                    continue
+                pairs = {
+                    metric: paired(scen_runs, server, peer, metric)
+                    for metric in ("rate", "cpu_per_unit_us")
+                }
+                if any(pairs.values()):
+                    entry.setdefault("paired", {})[peer] = pairs
     return summary
 
 
@@ -592,6 +651,7 @@ def report(scenario: Scenario, scen: dict[str, Any], order: list[str]) -> str:
             "srv CPU%",
             "cli CPU%",
             "other%",
+            "steal%",
             "saturated",
             "p50 us",
             "p99 us",
@@ -612,6 +672,7 @@ def report(scenario: Scenario, scen: dict[str, Any], order: list[str]) -> str:
                     fmt_num(e.get("server_cpu_pct", {}).get("median")),
                     fmt_num(e.get("client_cpu_pct", {}).get("median")),
                     fmt_num(e.get("other_cpu_pct", {}).get("median")),
+                    fmt_num(e.get("steal_pct", {}).get("median")),
                     saturation(e) if e.get("ok") else "-",
                     fmt_num(e.get("lat_p50_us", {}).get("median")),
                     fmt_num(e.get("lat_p99_us", {}).get("median")),
@@ -619,6 +680,8 @@ def report(scenario: Scenario, scen: dict[str, Any], order: list[str]) -> str:
                 ]
             )
     text = f"\n== {scenario.name}: {scenario.title}\n{render_table(headers, rows)}"
+    if scenario.mode != "idle":
+        text += "".join(paired_lines(scenario, scen, names))
     if scenario.name == TARGET_SCENARIO and BASELINE in scen:
         for n in names:
             if not n.startswith("reactor-"):
@@ -632,6 +695,36 @@ def report(scenario: Scenario, scen: dict[str, Any], order: list[str]) -> str:
                 f"(want <= {TARGET_CPU_RATIO}x: {'PASS' if cpu_ok else 'FAIL'})"
             )
     return text
+
+
+def paired_lines(scenario: Scenario, scen: dict[str, Any], names: list[str]) -> list[str]:
+    """One line per reactor server and peer: the round-by-round ratios."""
+    rate_name = "MB/s" if scenario.unit == "MB" else "req/s"
+    lines = []
+    for n in names:
+        if not n.startswith("reactor-"):
+            continue
+        for peer, pairs in scen[n].get("paired", {}).items():
+            rate, cpu = pairs.get("rate") or {}, pairs.get("cpu_per_unit_us") or {}
+            if not rate:
+                continue
+            line = (
+                f"\nround by round, {n} vs {peer}: {rate_name} {fmt_ratio(rate['median'])} "
+                f"(higher in {rate['above_1']} of {rate['rounds']} rounds)"
+            )
+            if cpu:
+                lower = cpu["rounds"] - cpu["above_1"]
+                line += (
+                    f", CPU/{scenario.unit} {fmt_ratio(cpu['median'])} "
+                    f"(lower in {lower} of {cpu['rounds']})"
+                )
+            lines.append(line)
+        if saturation(scen[n]) == "client":
+            lines.append(
+                f"\n{n}: the client saturated, so {rate_name} measures the client here; "
+                f"compare the server's CPU per {scenario.unit}"
+            )
+    return lines
 
 
 # --------------------------------------------------------------------------- main
@@ -892,6 +985,7 @@ def progress_line(scenario: Scenario, r: dict[str, Any]) -> str:
         f"{head} {rate}, server {fmt_num(r.get('cpu_per_unit_us'), 2)} {per} "
         f"({fmt_num(r.get('server_cpu_pct'))}% CPU, {fmt_num(r.get('server_sys_s'), 2)}s sys), "
         f"client {r['client_cpu_pct']:.0f}% CPU, other {fmt_num(r.get('other_cpu_pct'))}%, "
+        f"steal {fmt_num(r.get('steal_pct'))}%, "
         f"errors {r['errors']}{warn}"
     )
 
