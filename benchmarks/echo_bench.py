@@ -476,6 +476,9 @@ def derive(scenario: Scenario, result: dict[str, Any], s: dict[str, Any]) -> dic
         out["server_cpu_pct"] = (user + system) / observed * 100 if observed > 0 else None
         units = requests if scenario.unit == "req" else float(result.get("bytes", 0)) / 1e6
         out["cpu_per_unit_us"] = (user + system) * 1e6 / units if units else None
+        # The server's own code (user time): the part a faster loop can shrink.
+        # System time is the kernel's TCP work, much the same for every server.
+        out["user_per_unit_us"] = user * 1e6 / units if units else None
         times0, times1 = s.get("times0"), s.get("times1")
         if times0 is not None and times1 is not None and observed > 0:
             # Everything else the machine did meanwhile: other people's work
@@ -497,6 +500,7 @@ METRICS = (
     "rps",
     "mbps",
     "cpu_per_unit_us",
+    "user_per_unit_us",
     "server_cpu_pct",
     "client_cpu_pct",
     "lat_p50_us",
@@ -567,6 +571,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             for metric, key in (
                 ("rate", "rate_ratio"),
                 ("cpu_per_unit_us", "cpu_ratio"),
+                ("user_per_unit_us", "user_ratio"),
                 ("rss_per_conn_bytes", "rss_ratio"),
             ):
                 if metric in entry and metric in base and base[metric]["median"]:
@@ -579,7 +584,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                     continue
                 pairs = {
                     metric: paired(scen_runs, server, peer, metric)
-                    for metric in ("rate", "cpu_per_unit_us")
+                    for metric in ("rate", "cpu_per_unit_us", "user_per_unit_us")
                 }
                 if any(pairs.values()):
                     entry.setdefault("paired", {})[peer] = pairs
@@ -648,6 +653,8 @@ def report(scenario: Scenario, scen: dict[str, Any], order: list[str]) -> str:
             "vs asyncio",
             f"srv CPU {per} (min-max)",
             "vs asyncio",
+            f"user {per}",
+            "vs asyncio",
             "srv CPU%",
             "cli CPU%",
             "other%",
@@ -669,6 +676,8 @@ def report(scenario: Scenario, scen: dict[str, Any], order: list[str]) -> str:
                     fmt_ratio(e.get("rate_ratio")),
                     fmt_spread(e.get("cpu_per_unit_us"), digits),
                     fmt_ratio(e.get("cpu_ratio")),
+                    fmt_num(e.get("user_per_unit_us", {}).get("median"), digits),
+                    fmt_ratio(e.get("user_ratio")),
                     fmt_num(e.get("server_cpu_pct", {}).get("median")),
                     fmt_num(e.get("client_cpu_pct", {}).get("median")),
                     fmt_num(e.get("other_cpu_pct", {}).get("median")),
@@ -706,6 +715,7 @@ def paired_lines(scenario: Scenario, scen: dict[str, Any], names: list[str]) -> 
             continue
         for peer, pairs in scen[n].get("paired", {}).items():
             rate, cpu = pairs.get("rate") or {}, pairs.get("cpu_per_unit_us") or {}
+            user = pairs.get("user_per_unit_us") or {}
             if not rate:
                 continue
             line = (
@@ -717,6 +727,12 @@ def paired_lines(scenario: Scenario, scen: dict[str, Any], names: list[str]) -> 
                 line += (
                     f", CPU/{scenario.unit} {fmt_ratio(cpu['median'])} "
                     f"(lower in {lower} of {cpu['rounds']})"
+                )
+            if user:
+                lower = user["rounds"] - user["above_1"]
+                line += (
+                    f", user CPU/{scenario.unit} {fmt_ratio(user['median'])} "
+                    f"(lower in {lower} of {user['rounds']})"
                 )
             lines.append(line)
         if saturation(scen[n]) == "client":
@@ -792,6 +808,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--python", default=sys.executable, help="interpreter for the servers")
     parser.add_argument("--json", help="output file (default benchmarks/results/echo-DATE.json)")
+    parser.add_argument(
+        "--summarize",
+        metavar="FILE",
+        help="run nothing: read a results file, print its tables with this version's "
+        "analysis, and rewrite its summary",
+    )
     args = parser.parse_args(argv)
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
@@ -883,9 +905,47 @@ def raised_fd_limit() -> Iterator[None]:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+def backfill(run: dict[str, Any], scenario: Scenario) -> None:
+    """Add the figures a run recorded by an older version of this file lacks,
+    where its raw figures allow (user CPU per unit, from the user seconds)."""
+    user = run.get("server_user_s")
+    if "user_per_unit_us" in run or user is None or not run.get("ok"):
+        return
+    if scenario.unit == "req":
+        units = float(run.get("requests") or 0)
+    else:
+        units = float((run.get("client") or {}).get("bytes", 0)) / 1e6
+    run["user_per_unit_us"] = user * 1e6 / units if units else None
+
+
+def resummarize(path: Path) -> int:
+    """--summarize: the tables of a results file, as this version would print them."""
+    try:
+        document = json.loads(path.read_text())
+        runs: list[dict[str, Any]] = document["runs"]
+        names = list(document["scenarios"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"{path}: not an echo_bench results file ({exc})") from exc
+    scenarios = [SCENARIOS[n] for n in names if n in SCENARIOS]
+    for scenario in scenarios:
+        for run in runs:
+            if run.get("scenario") == scenario.name:
+                backfill(run, scenario)
+    document["summary"] = summary = summarize(runs)
+    order = list(dict.fromkeys(r["server"] for r in runs))
+    for scenario in scenarios:
+        if scenario.name in summary:
+            print(report(scenario, summary[scenario.name], order))
+    path.write_text(json.dumps(document, indent=1) + "\n")
+    print(f"\nsummary rewritten: {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     args = parse_args(argv)
+    if args.summarize:
+        return resummarize(Path(args.summarize))
     if not Path("/proc/self/stat").exists():
         raise SystemExit("echo_bench needs Linux's /proc to sample the server's CPU and memory")
 

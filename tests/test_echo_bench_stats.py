@@ -7,6 +7,7 @@ The benchmark itself runs by hand, never in CI; what it concludes from its runs
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -30,7 +31,9 @@ def bench() -> ModuleType:
     return module
 
 
-def run(server: str, rnd: int, rate: float, cpu: float, client_pct: float = 50.0) -> dict[str, Any]:
+def run(
+    server: str, rnd: int, rate: float, cpu: float, client_pct: float = 50.0, user: float = 0.0
+) -> dict[str, Any]:
     return {
         "scenario": "stream",
         "server": server,
@@ -41,6 +44,7 @@ def run(server: str, rnd: int, rate: float, cpu: float, client_pct: float = 50.0
         "rate": rate,
         "mbps": rate,
         "cpu_per_unit_us": cpu,
+        "user_per_unit_us": user or cpu / 5,
         "server_cpu_pct": 60.0,
         "client_cpu_pct": client_pct,
         "steal_pct": 5.0,
@@ -97,7 +101,7 @@ def test_report_says_when_the_client_is_what_was_measured(bench: ModuleType) -> 
     scenario = bench.SCENARIOS["stream"]
     text = bench.report(scenario, bench.summarize(runs)["stream"], ["reactor-epoll", "asyncio"])
     assert "round by round, reactor-epoll vs asyncio: MB/s 1.02x (higher in 2 of 3 rounds)" in text
-    assert "CPU/MB 0.88x (lower in 3 of 3)" in text
+    assert "CPU/MB 0.88x (lower in 3 of 3), user CPU/MB 0.88x (lower in 3 of 3)" in text
     assert "reactor-epoll vs twisted" in text
     assert "the client saturated, so MB/s measures the client here" in text
     assert "steal%" in text
@@ -111,3 +115,35 @@ def test_machine_times_reads_busy_and_stolen_seconds(bench: ModuleType) -> None:
     assert busy > 0
     assert stolen >= 0
     assert bench.machine_busy_s() == pytest.approx(busy, abs=1.0)
+
+
+def test_an_old_results_file_is_summarized_anew(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A run recorded before user CPU per unit existed: it is derived from the
+    # raw user seconds and the client's byte count.
+    runs = []
+    for rnd in (1, 2):
+        for server, user_s in (("asyncio", 0.9), ("reactor-epoll", 0.6)):
+            r = run(server, rnd, 800, 700)
+            del r["user_per_unit_us"]
+            r["server_user_s"] = user_s
+            r["client"] = {"bytes": 3_000_000_000}
+            runs.append(r)
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"scenarios": {"stream": {}}, "summary": {}, "runs": runs}))
+
+    assert bench.main(["--summarize", str(path)]) == 0
+
+    out = capsys.readouterr().out
+    assert "user CPU/MB 0.67x (lower in 2 of 2)" in out
+    summary = json.loads(path.read_text())["summary"]["stream"]
+    assert summary["reactor-epoll"]["user_per_unit_us"]["median"] == pytest.approx(200)
+    assert summary["asyncio"]["user_per_unit_us"]["median"] == pytest.approx(300)
+
+
+def test_a_file_that_is_not_results_is_refused(bench: ModuleType, tmp_path: Path) -> None:
+    path = tmp_path / "other.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="not an echo_bench results file"):
+        bench.main(["--summarize", str(path)])
