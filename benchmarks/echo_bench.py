@@ -91,7 +91,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("pingpong-64", "100 connections, 64 B ping-pong", 100, 64),
         Scenario("pingpong-1k", "100 connections, 1 KiB ping-pong", 100, 1024),
         Scenario("pipeline-16", "10 connections, 64 B messages pipelined 16 deep", 10, 64, 16),
-        Scenario("stream", "1 connection streaming 64 KiB writes (MB/s)", 1, 65536, mode="stream"),
+        Scenario("stream", "1 connection streaming 256 KiB writes", 1, 262144, mode="stream"),
         Scenario("idle-5k", "5,000 idle connections (server memory)", 5000, 64, mode="idle"),
     )
 }
@@ -782,6 +782,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "on a free port and prints 'listening on HOST:PORT'; may be repeated",
     )
     parser.add_argument("--client", choices=("auto", "loadgen", "python"), default="auto")
+    parser.add_argument(
+        "--stream-client",
+        choices=("streamclient", "same"),
+        default="streamclient",
+        help="client for the stream scenario: streamclient.py (sendfile out, discarding "
+        "reads in the kernel, sampled verification; cheap enough that the server "
+        "saturates first) or the same as --client (default: streamclient)",
+    )
     parser.add_argument("--loadgen", help="loadgen binary (or loadgen.c to build)")
     parser.add_argument(
         "--pin",
@@ -881,6 +889,7 @@ def machine_info(args: argparse.Namespace, loadgen: Path | None) -> dict[str, An
         "commit": commit,
         "versions": {d: package_version(args.python, d) for d in ("uvloop", "twisted", "tornado")},
         "client": args.client_used,
+        "stream_client": args.stream_client,
         "loadgen": str(loadgen) if loadgen else None,
         "pinned": args.pin_used,
         "server_cpu": args.server_cpu_used,
@@ -960,6 +969,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.client == "auto":
             print("note: no loadgen found or buildable; using the Python client", file=sys.stderr)
         args.client_used, client_cmd = "python", [args.python, str(HERE / "pyclient.py")]
+    stream_cmd = client_cmd
+    if args.stream_client == "streamclient":
+        stream_cmd = [sys.executable, str(HERE / "streamclient.py")]
 
     can_pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
     args.pin_used = can_pin if args.pin is None else args.pin and can_pin
@@ -976,6 +988,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"client {args.client_used}{' ' + str(loadgen) if loadgen else ''}; "
+        f"stream client: {args.stream_client}; "
         f"pinned: {pinned}; "
         f"servers: {', '.join(k.name for k in servers)}; "
         f"{args.repeats} rounds x {args.duration:g}s (+{args.warmup:g}s warm-up)",
@@ -1004,7 +1017,8 @@ def main(argv: list[str] | None = None) -> int:
                 shift = rnd % len(eligible) if eligible else 0
                 for position, kind in enumerate(eligible[shift:] + eligible[:shift]):
                     done += 1
-                    record = run_once(scenario, kind, client_cmd, args, Path(tmp))
+                    cmd = stream_cmd if scenario.mode == "stream" else client_cmd
+                    record = run_once(scenario, kind, cmd, args, Path(tmp))
                     record["round"] = rnd + 1
                     record["position"] = position
                     runs.append(record)
