@@ -79,15 +79,18 @@ def plot(document: dict[str, Any], out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     meta = document.get("meta", {})
-    note = (
-        f"{meta.get('repeats', '?')} rounds x {meta.get('duration_s', '?')} s, client "
-        f"{meta.get('client', '?')}, pinned: {meta.get('pinned')}, Python {meta.get('python')}, "
-        f"{meta.get('cpus', '?')} CPUs, {str(meta.get('date', ''))[:10]}"
-    )
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, entries in document["summary"].items():
         scenario = document.get("scenarios", {}).get(name, {})
+        client = meta.get("client", "?")
+        if scenario.get("mode") == "stream" and meta.get("stream_client", "same") != "same":
+            client = meta["stream_client"]
+        note = (
+            f"{meta.get('repeats', '?')} rounds x {meta.get('duration_s', '?')} s, client "
+            f"{client}, pinned: {meta.get('pinned')}, Python {meta.get('python')}, "
+            f"{meta.get('cpus', '?')} CPUs, {str(meta.get('date', ''))[:10]}"
+        )
         servers = list(entries)
         if scenario.get("mode") == "idle":
             fig, axes = plt.subplots(1, 1, figsize=(6, 4))
