@@ -13,9 +13,11 @@ copying to the kernel:
 * it reads with ``recv(MSG_TRUNC)``, which on Linux TCP drops the bytes in
   the kernel without copying them out. Every ``--verify-every``-th read
   (default 16) is an ordinary read, compared byte for byte with what was sent
-  at that offset of the stream. Every byte is counted, so a server that drops
-  or adds bytes shows (a stalled stream, ``excess_bytes``); one that garbles
-  them is caught by the sampled reads (``mismatches``).
+  at that offset of the stream, and every byte is counted. A server that
+  garbles bytes is caught by the sampled reads (``mismatches``); one that
+  drops some shifts every later byte against the pattern (``mismatches``
+  again) or, dropping many, stalls the stream (a failed run); one that adds
+  bytes shows ``excess_bytes``.
 
 Elsewhere than Linux it falls back to ``send`` and ordinary reads of every
 byte, all verified: correct, but no cheaper than ``pyclient.py``.
@@ -235,8 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         result = run(stream, args)
     finally:
         stream.close()
-    errors = int(stream.closed) + int(stream.error is not None)
+    stalled = not (stream.closed or stream.error) and result["bytes"] == 0
+    errors = int(stream.closed) + int(stream.error is not None) + int(stalled)
     reason = stream.error or ("closed by the server" if stream.closed else None)
+    if stalled:
+        reason = "the server echoed nothing during the measured window"
     print(
         json.dumps(
             {
@@ -252,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 "errors": errors,
                 "io_errors": int(stream.error is not None),
                 "closed_by_peer": int(stream.closed),
+                "stalled": int(stalled),
                 "mismatches": stream.mismatches,
                 "excess_bytes": stream.excess,
                 "verify": bool(args.verify),

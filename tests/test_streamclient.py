@@ -34,6 +34,17 @@ def garble(conn: socket.socket) -> None:
         conn.sendall(data.translate(flip))
 
 
+def dropper(conn: socket.socket) -> None:
+    first = conn.recv(1 << 20)
+    conn.sendall(first[1000:])  # loses 1,000 bytes, then echoes honestly
+    echo(conn)
+
+
+def sink(conn: socket.socket) -> None:
+    while conn.recv(1 << 20):
+        pass
+
+
 def chatter(conn: socket.socket) -> None:
     # Far more than the kernel buffers between the two can hold, never reading:
     # the client cannot have sent what it receives.
@@ -97,6 +108,7 @@ def test_an_echo_stream_is_counted_and_verified(serve: Callable[[Handler], int])
     assert result["mismatches"] == 0
     assert result["excess_bytes"] == 0
     assert result["verified_bytes"] > 0  # sampled reads were compared
+    assert result["stalled"] == 0
     assert result["client_cpu_pct"] >= 0
     assert [e["event"] for e in events] == ["connected", "measure_start", "measure_end"]
 
@@ -111,6 +123,15 @@ def test_garbled_bytes_are_caught_by_the_sampled_reads(serve: Callable[[Handler]
     assert code == 0  # the run itself worked: the harness reports mismatches as errors
 
 
+def test_dropped_bytes_shift_the_stream_and_are_caught(serve: Callable[[Handler], int]) -> None:
+    code, result, _ = run_client(
+        serve(dropper), "--duration", "0.3", "--verify", "--verify-every", "1"
+    )
+    assert code == 0
+    assert result["bytes"] > 0
+    assert result["mismatches"] > result["verified_bytes"] // 2
+
+
 def test_bytes_never_sent_are_counted_as_excess(serve: Callable[[Handler], int]) -> None:
     code, result, _ = run_client(
         serve(chatter), "--duration", "1", "--size", "65536", "--window", "65536"
@@ -123,6 +144,16 @@ def test_bytes_never_sent_are_counted_as_excess(serve: Callable[[Handler], int])
     assert result["closed_by_peer"] + result["io_errors"] == 1
     reason = result["reason"]
     assert reason == "closed by the server" or reason.startswith(("recv: ", "send: "))
+
+
+def test_a_server_that_echoes_nothing_fails_the_run(serve: Callable[[Handler], int]) -> None:
+    code, result, _ = run_client(serve(sink), "--duration", "0.3")
+    assert code == 1
+    assert result["ok"] is False
+    assert result["bytes"] == 0
+    assert result["reason"] == "the server echoed nothing during the measured window"
+    assert result["stalled"] == 1
+    assert result["io_errors"] == 0
 
 
 def test_a_refused_connection_is_a_failed_run() -> None:
