@@ -437,6 +437,11 @@ def run_once(
             record["server_stderr_head"] = lines[:5]
 
 
+def run_units(scenario: Scenario, requests: float, client: dict[str, Any]) -> float:
+    """What a run's CPU is divided by: its requests, or the MB the client got back."""
+    return requests if scenario.unit == "req" else float(client.get("bytes", 0)) / 1e6
+
+
 def derive(scenario: Scenario, result: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
     """The figures of one run, from the client's result and the /proc samples."""
     out: dict[str, Any] = {
@@ -474,7 +479,7 @@ def derive(scenario: Scenario, result: dict[str, Any], s: dict[str, Any]) -> dic
         out["server_sys_s"] = round(system, 3)
         out["server_cpu_s"] = round(user + system, 3)
         out["server_cpu_pct"] = (user + system) / observed * 100 if observed > 0 else None
-        units = requests if scenario.unit == "req" else float(result.get("bytes", 0)) / 1e6
+        units = run_units(scenario, requests, result)
         out["cpu_per_unit_us"] = (user + system) * 1e6 / units if units else None
         # The server's own code (user time): the part a faster loop can shrink.
         # System time is the kernel's TCP work, much the same for every server.
@@ -714,26 +719,21 @@ def paired_lines(scenario: Scenario, scen: dict[str, Any], names: list[str]) -> 
         if not n.startswith("reactor-"):
             continue
         for peer, pairs in scen[n].get("paired", {}).items():
-            rate, cpu = pairs.get("rate") or {}, pairs.get("cpu_per_unit_us") or {}
-            user = pairs.get("user_per_unit_us") or {}
+            rate = pairs.get("rate")
             if not rate:
                 continue
             line = (
                 f"\nround by round, {n} vs {peer}: {rate_name} {fmt_ratio(rate['median'])} "
                 f"(higher in {rate['above_1']} of {rate['rounds']} rounds)"
             )
-            if cpu:
-                lower = cpu["rounds"] - cpu["above_1"]
-                line += (
-                    f", CPU/{scenario.unit} {fmt_ratio(cpu['median'])} "
-                    f"(lower in {lower} of {cpu['rounds']})"
-                )
-            if user:
-                lower = user["rounds"] - user["above_1"]
-                line += (
-                    f", user CPU/{scenario.unit} {fmt_ratio(user['median'])} "
-                    f"(lower in {lower} of {user['rounds']})"
-                )
+            for metric, label in (("cpu_per_unit_us", "CPU"), ("user_per_unit_us", "user CPU")):
+                cost = pairs.get(metric)
+                if cost:
+                    lower = cost["rounds"] - cost["above_1"]
+                    line += (
+                        f", {label}/{scenario.unit} {fmt_ratio(cost['median'])} "
+                        f"(lower in {lower} of {cost['rounds']})"
+                    )
             lines.append(line)
         if saturation(scen[n]) == "client":
             lines.append(
@@ -920,10 +920,7 @@ def backfill(run: dict[str, Any], scenario: Scenario) -> None:
     user = run.get("server_user_s")
     if "user_per_unit_us" in run or user is None or not run.get("ok"):
         return
-    if scenario.unit == "req":
-        units = float(run.get("requests") or 0)
-    else:
-        units = float((run.get("client") or {}).get("bytes", 0)) / 1e6
+    units = run_units(scenario, float(run.get("requests") or 0), run.get("client") or {})
     run["user_per_unit_us"] = user * 1e6 / units if units else None
 
 

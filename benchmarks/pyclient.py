@@ -48,8 +48,12 @@ def event(name: str, **fields: Any) -> None:
     print(json.dumps({"event": name, **fields}), file=sys.stderr, flush=True)
 
 
-def _on_alarm(signum: int, frame: FrameType | None) -> None:
-    os.write(2, b"pyclient: hard time limit reached, aborting\n")
+#: How this client names itself in errors (pyclient, or a client importing these helpers).
+PROG = os.path.splitext(os.path.basename(sys.argv[0]))[0] or "pyclient"
+
+
+def on_alarm(signum: int, frame: FrameType | None) -> None:
+    os.write(2, f"{PROG}: hard time limit reached, aborting\n".encode())
     os._exit(3)
 
 
@@ -61,7 +65,7 @@ def resolve_loopback(host: str, port: int) -> tuple[Any, ...]:
             and ipaddress.ip_address(str(addr[0])).is_loopback
         ):
             return tuple(addr)
-    raise SystemExit("pyclient: refusing: --host must be a loopback address (127.0.0.0/8 or ::1)")
+    raise SystemExit(f"{PROG}: refusing: --host must be a loopback address (127.0.0.0/8 or ::1)")
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -392,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     addr = resolve_loopback(args.host, args.port)
     family = socket.AF_INET6 if ":" in str(addr[0]) else socket.AF_INET
-    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(int(args.connect_timeout * 2 + args.warmup + args.duration) + 30)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:

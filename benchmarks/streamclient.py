@@ -41,7 +41,7 @@ import tempfile
 import time
 from typing import Any
 
-from pyclient import _on_alarm, event, resolve_loopback
+from pyclient import event, on_alarm, resolve_loopback
 
 #: The stream is this pattern repeated. A prime period means that a byte the
 #: server moves, drops or duplicates lands where a different byte is expected.
@@ -218,7 +218,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     addr = resolve_loopback(args.host, args.port)
-    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(int(args.connect_timeout + args.warmup + args.duration) + 30)
     head: dict[str, Any] = {"client": "streamclient", "mode": "stream", "conns": 1}
     began = time.monotonic()
