@@ -5,8 +5,11 @@ Make a :class:`Reactor`, listen or connect with a protocol factory, and
 """
 
 from reactor.backends import available_backends
+from reactor.factory import build_protocol
+from reactor.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, resolve_limits
 from reactor.interfaces import (
     Address,
+    Clock,
     DatagramProtocolInterface,
     DatagramTransportInterface,
     FactoryArg,
@@ -14,15 +17,18 @@ from reactor.interfaces import (
     ProtocolInterface,
     TransportInterface,
 )
-from reactor.loop import Reactor, ReactorStats
+from reactor.reactor import Reactor, ReactorStats
 from reactor.stream import StreamTransport
 from reactor.tcp import Connector, Listener
-from reactor.timers import Handle, PeriodicCall, TimerHandle
+from reactor.timers import Handle, PeriodicCall, TimerHandle, TimerQueue
 from reactor.udp import DatagramTransport
 from reactor.unix import UnixConnector, UnixListener
 
 __all__ = [
+    "DEFAULT_HIGH_WATER",
+    "DEFAULT_LOW_WATER",
     "Address",
+    "Clock",
     "Connector",
     "DatagramProtocolInterface",
     "DatagramTransport",
@@ -37,10 +43,13 @@ __all__ = [
     "ReactorStats",
     "StreamTransport",
     "TimerHandle",
+    "TimerQueue",
     "TransportInterface",
     "UnixConnector",
     "UnixListener",
     "available_backends",
+    "build_protocol",
+    "resolve_limits",
 ]
 
 __version__ = "0.1.0"

@@ -11,10 +11,14 @@ the ``reactor.debug`` logger, about:
 * calls from the wrong thread: ``call_soon``, ``call_later``, ``add_reader``
   and the like are not thread-safe, so calling them from another thread
   while the reactor runs is a bug (use ``call_from_thread``);
-* transports and listeners still open when the reactor is closed.
+* connections still open when the reactor is closed (listeners are not
+  reported: a server's listener normally lives as long as its reactor).
 
-Like trace mode it costs nothing when off: the reactor's scheduling methods
-are replaced on the instance by checking versions only in debug mode.
+Like trace mode it costs nothing when off, and nothing below this module
+knows it exists: ``Reactor(debug=True)`` makes an instance of a subclass that
+puts :class:`DebugMixin` in front of the reactor's class; its overrides of
+the scheduling and fd-watching methods time and check, then call the real
+ones.
 """
 
 from __future__ import annotations
@@ -23,16 +27,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
+from reactor.fdwatch import HasFileno
+from reactor.loop import EventLoop
 from reactor.timers import Handle, TimerHandle
 
-if TYPE_CHECKING:
-    from reactor.loop import Reactor
-
-__all__ = ["debug_log", "install_debug"]
+__all__ = ["DebugMixin", "debug_log", "debug_variant"]
 
 debug_log = logging.getLogger("reactor.debug")
+
+#: Kinds of resources whose being left open at close() is worth a warning.
+_REPORTED_KINDS = ("connection", "datagram")
 
 
 def _name(callback: Any) -> str:
@@ -42,13 +49,14 @@ def _name(callback: Any) -> str:
     return f"{module}.{name}" if module else str(name)
 
 
-def install_debug(reactor: Reactor) -> None:
-    """Replace the reactor's scheduling methods with timing, thread-checking ones."""
-    cls = type(reactor)
-    threshold = reactor.slow_callback_duration
+class DebugMixin(EventLoop):
+    """Times every callback and checks the calling thread, then defers to the loop."""
 
-    def timed(callback: Callable[..., object]) -> Callable[..., object]:
+    slow_callback_duration: float
+
+    def _timed(self, callback: Callable[..., object]) -> Callable[..., object]:
         name = _name(callback)
+        threshold = self.slow_callback_duration
 
         def run(*args: Any) -> object:
             start = time.perf_counter()
@@ -68,8 +76,8 @@ def install_debug(reactor: Reactor) -> None:
         run.__qualname__ = name
         return run
 
-    def check_thread(method: str) -> None:
-        owner = reactor._thread_id
+    def _check_thread(self, method: str) -> None:
+        owner = self._thread_id
         if owner is not None and owner != threading.get_ident():
             debug_log.warning(
                 "Reactor.%s() called from thread %r while the reactor runs in another: "
@@ -78,66 +86,81 @@ def install_debug(reactor: Reactor) -> None:
                 threading.current_thread().name,
             )
 
-    def call_soon(callback: Callable[..., object], *args: Any) -> Handle:
-        check_thread("call_soon")
-        return cls.call_soon(reactor, timed(callback), *args)
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> Handle:
+        self._check_thread("call_soon")
+        return super().call_soon(self._timed(callback), *args)
 
-    def call_later(delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
-        check_thread("call_later")
-        return cls.call_later(reactor, delay, timed(callback), *args)
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
+        self._check_thread("call_later")
+        return super().call_later(delay, self._timed(callback), *args)
 
-    def call_at(when: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
-        check_thread("call_at")
-        return cls.call_at(reactor, when, timed(callback), *args)
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
+        self._check_thread("call_at")
+        return super().call_at(when, self._timed(callback), *args)
 
-    def call_from_thread(callback: Callable[..., object], *args: Any) -> Handle:
-        return cls.call_from_thread(reactor, timed(callback), *args)
+    def call_from_thread(self, callback: Callable[..., object], *args: Any) -> Handle:
+        return super().call_from_thread(self._timed(callback), *args)
 
-    def add_fd_callback(name: str) -> Callable[[int, Callable[[], object]], None]:
-        inner = getattr(cls, name)
+    def add_reader(self, fd: int | HasFileno, callback: Callable[..., object], *args: Any) -> None:
+        self._check_thread("add_reader")
+        super().add_reader(fd, self._timed(partial(callback, *args) if args else callback))
 
-        def add(fd: int, callback: Callable[[], object]) -> None:
-            check_thread(name.lstrip("_"))
-            inner(reactor, fd, timed(callback))
+    def add_writer(self, fd: int | HasFileno, callback: Callable[..., object], *args: Any) -> None:
+        self._check_thread("add_writer")
+        super().add_writer(fd, self._timed(partial(callback, *args) if args else callback))
 
-        return add
+    def remove_reader(self, fd: int | HasFileno) -> bool:
+        self._check_thread("remove_reader")
+        return super().remove_reader(fd)
 
-    def remove_fd_callback(name: str) -> Callable[[int], bool]:
-        inner = getattr(cls, name)
+    def remove_writer(self, fd: int | HasFileno) -> bool:
+        self._check_thread("remove_writer")
+        return super().remove_writer(fd)
 
-        def remove(fd: int) -> bool:
-            check_thread(name.lstrip("_"))
-            return bool(inner(reactor, fd))
+    def watch_read(self, fd: int, callback: Callable[[], object]) -> None:
+        self._check_thread("add_reader")
+        super().watch_read(fd, self._timed(callback))
 
-        return remove
+    def watch_write(self, fd: int, callback: Callable[[], object]) -> None:
+        self._check_thread("add_writer")
+        super().watch_write(fd, self._timed(callback))
 
-    # Instance attributes shadow the class's methods, so the reactor's own
-    # code (and its transports) go through these too.
-    replacements: dict[str, Callable[..., Any]] = {
-        "call_soon": call_soon,
-        "call_later": call_later,
-        "call_at": call_at,
-        "call_from_thread": call_from_thread,
-        "call_soon_threadsafe": call_from_thread,
-        "_add_reader": add_fd_callback("_add_reader"),
-        "_add_writer": add_fd_callback("_add_writer"),
-        "_remove_reader": remove_fd_callback("_remove_reader"),
-        "_remove_writer": remove_fd_callback("_remove_writer"),
-    }
-    for name, replacement in replacements.items():
-        setattr(reactor, name, replacement)
+    def unwatch_read(self, fd: int) -> bool:
+        self._check_thread("remove_reader")
+        return super().unwatch_read(fd)
 
+    def unwatch_write(self, fd: int) -> bool:
+        self._check_thread("remove_writer")
+        return super().unwatch_write(fd)
 
-def warn_slow_iteration(took: float, threshold: float) -> None:
-    debug_log.warning(
-        "slow loop iteration: %.3f s (over %.3f s): I/O waited that long", took, threshold
-    )
-
-
-def warn_unclosed(resources: list[Any]) -> None:
-    for resource in resources:
+    def _slow_iteration(self, took: float) -> None:
         debug_log.warning(
-            "%r was never closed: the reactor closed it; close transports and "
-            "listeners when you are done with them",
-            resource,
+            "slow loop iteration: %.3f s (over %.3f s): I/O waited that long",
+            took,
+            self.slow_callback_duration,
         )
+
+    def close(self) -> None:
+        table = getattr(self, "resources", None)
+        if table is not None and not self._closed and not self._running:
+            for resource in list(table.open):
+                if resource.kind in _REPORTED_KINDS and not resource.is_closing():
+                    debug_log.warning(
+                        "%r was never closed: the reactor closed it; close transports "
+                        "when you are done with them",
+                        resource,
+                    )
+        super().close()
+
+
+_variants: dict[type, type] = {}
+
+
+def debug_variant(cls: type[EventLoop]) -> type[EventLoop]:
+    """``cls`` with :class:`DebugMixin` in front (made once per class)."""
+    if issubclass(cls, DebugMixin):
+        return cls
+    variant = _variants.get(cls)
+    if variant is None:
+        variant = _variants[cls] = type(f"Debug{cls.__name__}", (DebugMixin, cls), {})
+    return variant

@@ -1,5 +1,10 @@
 """The shapes the reactor talks to: protocols, factories and transports.
 
+:class:`ReactorPort` is the other direction: everything a transport may ask
+of the loop. Transports are typed against it, never against the reactor
+class, so the loop core knows no transport and no transport knows the loop's
+insides.
+
 The reactor never imports ``protocols/``. It calls whatever object a factory
 returns through the structural interfaces below, so a subclass of
 ``protocols.Protocol``, a hand-written class, or an ``asyncio.Protocol`` all
@@ -9,15 +14,23 @@ work unchanged. The method names are asyncio's.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from concurrent.futures import Future
+from typing import Any, Protocol, TypeAlias, TypeVar, runtime_checkable
+
+from reactor.resources import ResourceTable
+from reactor.timers import Clock, Handle, TimerHandle
+
+_T = TypeVar("_T")
 
 __all__ = [
     "Address",
+    "Clock",
     "DatagramProtocolInterface",
     "DatagramTransportInterface",
     "FactoryArg",
     "ProtocolFactoryInterface",
     "ProtocolInterface",
+    "ReactorPort",
     "TransportInterface",
 ]
 
@@ -96,3 +109,39 @@ class ProtocolFactoryInterface(Protocol):
 #: What ``listen_tcp``/``connect_tcp`` accept: a factory object, or any
 #: zero-argument callable returning a protocol (a protocol class works).
 FactoryArg: TypeAlias = ProtocolFactoryInterface | Callable[[], ProtocolInterface]
+
+
+class ReactorPort(Protocol):
+    """Everything a transport, listener or connector may ask of its reactor.
+
+    The one declared way in: a transport holds its reactor typed as this,
+    and uses nothing else of it. The ``watch_*`` calls are the fast,
+    unchecked versions of ``add_reader`` and friends, for fds the transport
+    owns; a callback is called with no arguments when the fd is ready.
+    """
+
+    @property
+    def resources(self) -> ResourceTable:
+        """Where transports register so that closing the reactor releases them."""
+        ...
+
+    def time(self) -> float: ...
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> Handle: ...
+    def call_later(
+        self, delay: float, callback: Callable[..., object], *args: Any
+    ) -> TimerHandle: ...
+    def call_from_thread(self, callback: Callable[..., object], *args: Any) -> Handle: ...
+    def watch_read(self, fd: int, callback: Callable[[], object]) -> None: ...
+    def unwatch_read(self, fd: int) -> bool: ...
+    def watch_write(self, fd: int, callback: Callable[[], object]) -> None: ...
+    def unwatch_write(self, fd: int) -> bool: ...
+    def report_error(self, context: dict[str, Any]) -> None:
+        """Log an error (``message``, ``exception``, ...) through the exception sink."""
+        ...
+
+    def run_in_thread(self, fn: Callable[..., _T], *args: Any) -> Future[_T]: ...
+    def getaddrinfo(
+        self, host: str | None, port: int | str | None, family: int = 0, type: int = 0
+    ) -> list[tuple[Any, ...]]:
+        """The resolver (``socket.getaddrinfo``), run in a worker thread by connectors."""
+        ...

@@ -13,7 +13,11 @@ deque is not empty; it then flushes up to ``_IOV_MAX`` chunks per ``sendmsg``.
 
 Ending: ``connection_lost`` is called exactly once, always from the loop
 (never from inside another protocol callback), and the socket is closed right
-after it, having first been unregistered from the backend.
+after it, having first been unregistered from the backend (transport.py).
+
+Buffered protocols (asyncio's ``BufferedProtocol``: ``get_buffer`` and
+``buffer_updated`` instead of ``data_received``) are read with ``recv_into``
+straight into the protocol's own buffer, as asyncio does.
 """
 
 from __future__ import annotations
@@ -24,15 +28,13 @@ import socket
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from reactor.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, FlowControl
-from reactor.interfaces import ProtocolInterface
+from reactor.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER
+from reactor.interfaces import ProtocolInterface, ReactorPort
+from reactor.transport import BaseTransport, as_bytes
 
-if TYPE_CHECKING:
-    from reactor.loop import Reactor
-
-__all__ = ["StreamTransport"]
+__all__ = ["LINGER_TIME", "MAX_LINGERING", "StreamTransport"]
 
 log = logging.getLogger("reactor")
 
@@ -57,53 +59,44 @@ _PEER_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, Tim
 _PEER_GONE_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN})
 
 
-class StreamTransport(FlowControl):
+def _is_buffered(protocol: object) -> bool:
+    """asyncio's BufferedProtocol shape: get_buffer/buffer_updated, no data_received."""
+    return hasattr(protocol, "get_buffer") and not hasattr(protocol, "data_received")
+
+
+class StreamTransport(BaseTransport):
     """A byte-stream transport with asyncio's method names."""
 
     _protocol: ProtocolInterface
 
     __slots__ = (
         "_buffer",
-        "_closing",
-        "_conn_lost",
         "_data_received",
         "_eof_received",
         "_eof_written",
-        "_fd",
         "_graceful",
         "_linger_timer",
         "_on_lost",
-        "_peername",
-        "_protocol",
-        "_reactor",
         "_read_size",
+        "_reader",
         "_reading",
         "_recv",
         "_send",
-        "_sock",
-        "_sockname",
         "bytes_received",
         "bytes_sent",
-        "dropped_writes",
     )
 
     def __init__(
         self,
-        reactor: Reactor,
+        reactor: ReactorPort,
         sock: socket.socket,
         protocol: ProtocolInterface,
         peername: Any = None,
     ) -> None:
-        self._reactor = reactor
-        self._sock = sock
-        self._fd = sock.fileno()
+        super().__init__(reactor, sock, protocol, peername)
         self._recv = sock.recv
         self._read_size = _READ_SIZE
         self._send = sock.send
-        self._protocol = protocol
-        self._data_received = protocol.data_received
-        self._peername = peername
-        self._sockname: Any = None  # asked for at most once, then kept
         # Made on the first write the kernel does not take whole: most
         # connections never need one, and an empty deque is 760 bytes, 40% of
         # an idle connection's memory.
@@ -113,12 +106,8 @@ class StreamTransport(FlowControl):
         self._low = DEFAULT_LOW_WATER
         self._protocol_paused = False
         self._reading = True
-        self._closing = False
-        self._conn_lost = False
         self._eof_written = False
         self._eof_received = False
-        #: Writes made after close() and dropped.
-        self.dropped_writes = 0
         self.bytes_received = 0
         self.bytes_sent = 0
         #: Called (no arguments) once the connection is over, after
@@ -126,21 +115,28 @@ class StreamTransport(FlowControl):
         self._on_lost: Callable[[], object] | None = None
         self._graceful = False  # close() (not abort or an error) ended it
         self._linger_timer: Any = None
-        reactor._resources.add(self)
+        self._use_protocol(protocol)
 
-    def __repr__(self) -> str:
-        state = "closed" if self._conn_lost else ("closing" if self._closing else "open")
-        return f"<StreamTransport fd={self._fd} {state} peer={self._peername!r}>"
+    def _use_protocol(self, protocol: ProtocolInterface) -> None:
+        """Bind the read path to ``protocol``: data_received, or get_buffer/buffer_updated."""
+        self._protocol = protocol
+        if _is_buffered(protocol):
+            self._reader = self._read_into_ready
+            self._data_received = protocol.buffer_updated  # type: ignore[attr-defined]
+        else:
+            self._reader = self._read_ready
+            self._data_received = protocol.data_received
 
     def _start(self) -> None:
         """Tell the protocol the connection is up, then start reading."""
+        self._started = True
         try:
             self._protocol.connection_made(self)
         except Exception as exc:
             self._protocol_error(exc, "connection_made")
             return
         if self._reading and not self._closing:
-            self._reactor._add_reader(self._fd, self._read_ready)
+            self._reactor.watch_read(self._fd, self._reader)
 
     # ------------------------------------------------------------------ reading
 
@@ -166,9 +162,34 @@ class StreamTransport(FlowControl):
         else:
             self._read_eof()
 
+    def _read_into_ready(self) -> None:
+        """The read path of a buffered protocol: recv_into the buffer it lends."""
+        try:
+            buf = self._protocol.get_buffer(-1)  # type: ignore[attr-defined]
+            if not len(buf):
+                raise RuntimeError("get_buffer() returned an empty buffer")
+        except Exception as exc:
+            self._protocol_error(exc, "get_buffer")
+            return
+        try:
+            n = self._sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fatal_error(exc)
+            return
+        if n:
+            self.bytes_received += n
+            try:
+                self._data_received(n)
+            except Exception as exc:
+                self._protocol_error(exc, "buffer_updated")
+        else:
+            self._read_eof()
+
     def _read_eof(self) -> None:
         self._eof_received = True
-        self._reactor._remove_reader(self._fd)
+        self._reactor.unwatch_read(self._fd)
         try:
             keep_open = self._protocol.eof_received()
         except Exception as exc:
@@ -184,14 +205,14 @@ class StreamTransport(FlowControl):
         if self._closing or not self._reading:
             return
         self._reading = False
-        self._reactor._remove_reader(self._fd)
+        self._reactor.unwatch_read(self._fd)
 
     def resume_reading(self) -> None:
         if self._closing or self._reading:
             return
         self._reading = True
         if not self._eof_received:
-            self._reactor._add_reader(self._fd, self._read_ready)
+            self._reactor.watch_read(self._fd, self._reader)
 
     def is_reading(self) -> bool:
         return self._reading and not self._closing
@@ -205,11 +226,7 @@ class StreamTransport(FlowControl):
         after write_eof() it is an error.
         """
         if type(data) is not bytes:
-            if not isinstance(data, (bytearray, memoryview)):
-                raise TypeError(
-                    f"write() takes bytes, bytearray or memoryview, not {type(data).__name__}"
-                )
-            data = bytes(data)  # the caller may change a mutable buffer later
+            data = as_bytes(data, "write")
         if self._eof_written:
             raise RuntimeError("write() after write_eof(): this side of the connection is shut")
         if self._closing:
@@ -233,7 +250,7 @@ class StreamTransport(FlowControl):
                 buf = self._buffer = deque()
             buf.append(memoryview(data)[n:] if n else data)
             self._buffer_size += len(data) - n
-            self._reactor._add_writer(self._fd, self._write_ready)
+            self._reactor.watch_write(self._fd, self._write_ready)
         else:
             buf.append(data)
             self._buffer_size += len(data)
@@ -248,16 +265,6 @@ class StreamTransport(FlowControl):
         anything is written.
         """
         self.write(b"".join(chunks))
-
-    def _dropped(self, size: int) -> None:
-        self.dropped_writes += 1
-        if self.dropped_writes == 1:
-            log.warning(
-                "%r: write of %d bytes after close() was dropped (further drops are "
-                "counted in transport.dropped_writes, not logged)",
-                self,
-                size,
-            )
 
     def _write_ready(self) -> None:
         buf = self._buffer
@@ -286,7 +293,7 @@ class StreamTransport(FlowControl):
         if self._protocol_paused and self._buffer_size <= self._low:
             self._resume_protocol()
         if not buf:
-            self._reactor._remove_writer(self._fd)
+            self._reactor.unwatch_write(self._fd)
             if self._closing:
                 self._lose(None)
             elif self._eof_written:
@@ -314,16 +321,13 @@ class StreamTransport(FlowControl):
 
     # ------------------------------------------------------------------ closing
 
-    def is_closing(self) -> bool:
-        return self._closing
-
     def close(self) -> None:
         """Stop reading, flush what is buffered, then close (connection_lost(None))."""
         if self._closing:
             return
         self._closing = True
         self._graceful = True
-        self._reactor._remove_reader(self._fd)
+        self._reactor.unwatch_read(self._fd)
         if not self._buffer:
             self._lose(None)
 
@@ -335,7 +339,7 @@ class StreamTransport(FlowControl):
         """
         self._force_close(reason)
 
-    def _force_close(self, exc: BaseException | None = None) -> None:
+    def _force_close(self, exc: BaseException | None) -> None:
         if self._conn_lost:
             self._graceful = False  # abort() after close(): no lingering
             if self._linger_timer is not None:
@@ -346,35 +350,20 @@ class StreamTransport(FlowControl):
         if self._buffer:
             self._buffer.clear()
             self._buffer_size = 0
-            self._reactor._remove_writer(self._fd)
-        self._reactor._remove_reader(self._fd)
+            self._reactor.unwatch_write(self._fd)
+        self._reactor.unwatch_read(self._fd)
         self._lose(exc)
 
-    def _lose(self, exc: BaseException | None) -> None:
-        """Schedule connection_lost: from the loop, so never inside another callback."""
-        if not self._conn_lost:
-            self._conn_lost = True
-            self._reactor.call_soon(self._call_connection_lost, exc)
-
-    def _call_connection_lost(self, exc: BaseException | None) -> None:
-        try:
-            self._protocol.connection_lost(exc)
-        except Exception as error:
-            self._reactor._callback_error(self._protocol.connection_lost, error)
-        finally:
-            # Unregister before closing: a closed fd's number is reused at once.
-            reactor = self._reactor
-            reactor._remove_reader(self._fd)
-            reactor._remove_writer(self._fd)
-            if self._graceful and not self._eof_received and reactor._lingering < MAX_LINGERING:
-                self._start_linger()
-            else:
-                self._sock.close()
-                reactor._resources.discard(self)
-            reactor._bytes_in_closed += self.bytes_received
-            reactor._bytes_out_closed += self.bytes_sent
-            if self._on_lost is not None:
-                self._on_lost()
+    def _release(self) -> None:
+        resources = self._reactor.resources
+        resources.bytes_in_closed += self.bytes_received
+        resources.bytes_out_closed += self.bytes_sent
+        if self._graceful and not self._eof_received and len(resources.lingering) < MAX_LINGERING:
+            self._start_linger()
+        else:
+            self._sock.close()
+        if self._on_lost is not None:
+            self._on_lost()
 
     # A lingering close. Closing a socket while the peer's data sits unread in
     # it makes the kernel send a reset instead of a FIN, and a reset can destroy
@@ -390,11 +379,11 @@ class StreamTransport(FlowControl):
                 self._sock.shutdown(socket.SHUT_WR)
         except OSError:
             self._sock.close()
-            self._reactor._resources.discard(self)
             return
-        self._reactor._lingering += 1
-        self._linger_timer = self._reactor.call_later(LINGER_TIME, self._end_linger)
-        self._reactor._add_reader(self._fd, self._linger_read)
+        reactor = self._reactor
+        reactor.resources.lingering.add(self)
+        self._linger_timer = reactor.call_later(LINGER_TIME, self._end_linger)
+        reactor.watch_read(self._fd, self._linger_read)
 
     def _linger_read(self) -> None:
         try:
@@ -412,10 +401,9 @@ class StreamTransport(FlowControl):
         self._linger_timer.cancel()
         self._linger_timer = None
         reactor = self._reactor
-        reactor._lingering -= 1
-        reactor._remove_reader(self._fd)
+        reactor.resources.lingering.discard(self)
+        reactor.unwatch_read(self._fd)
         self._sock.close()
-        reactor._resources.discard(self)
 
     def _fatal_error(self, exc: OSError) -> None:
         """A system call failed: the connection is over (usually the peer reset it)."""
@@ -427,39 +415,14 @@ class StreamTransport(FlowControl):
 
     def _protocol_error(self, exc: Exception, where: str) -> None:
         """User code raised: log it, and end this connection with the exception as reason."""
-        self._reactor._report_error(
-            {
-                "message": f"exception in {type(self._protocol).__name__}.{where}(); "
-                "closing its connection",
-                "exception": exc,
-                "transport": self,
-            }
-        )
+        self._report(exc, where, "; closing its connection")
         self._force_close(exc)
 
     # -------------------------------------------------------------------- misc
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """``"peername"``, ``"sockname"`` or ``"socket"`` (asyncio's names)."""
-        if name == "peername":
-            value = self._peername
-        elif name == "socket":
-            value = self._sock
-        elif name == "sockname":
-            if self._sockname is None:
-                try:
-                    self._sockname = self._sock.getsockname()
-                except OSError:  # closed already, and never asked before
-                    return default
-            value = self._sockname
-        else:
-            return default
-        return default if value is None else value
-
-    def get_protocol(self) -> ProtocolInterface:
-        return self._protocol
-
     def set_protocol(self, protocol: ProtocolInterface) -> None:
-        """Switch to another protocol (e.g. after a handshake)."""
-        self._protocol = protocol
-        self._data_received = protocol.data_received
+        """Switch to another protocol (e.g. after a handshake); it may be a buffered one."""
+        old_reader = self._reader
+        self._use_protocol(protocol)
+        if self._reader != old_reader and self.is_reading() and not self._eof_received:
+            self._reactor.watch_read(self._fd, self._reader)

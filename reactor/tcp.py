@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeAlias
 
-from reactor.interfaces import Address, FactoryArg, ProtocolInterface
+from reactor.factory import build_protocol, check_factory, factory_hook
+from reactor.interfaces import Address, FactoryArg, ProtocolInterface, ReactorPort
+from reactor.sockets import check_port, connect_error, ip_family, listening_socket, set_nodelay
 from reactor.stream import StreamTransport
 
-if TYPE_CHECKING:
-    from reactor.loop import Reactor
+__all__ = ["Connector", "Listener", "TransportMaker", "connect_tcp", "listen_tcp"]
 
-__all__ = ["Connector", "Listener", "build_protocol", "connect_tcp", "listen_tcp"]
+#: How listeners and connectors make a connection's transport: the class
+#: itself, or (in trace mode) a tracing one. The reactor chooses.
+TransportMaker: TypeAlias = Callable[
+    [ReactorPort, socket.socket, ProtocolInterface, Address], StreamTransport
+]
 
 log = logging.getLogger("reactor")
 
@@ -38,64 +44,38 @@ _ACCEPT_SKIP = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.E
 _ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
-def build_protocol(factory: FactoryArg, addr: Address) -> ProtocolInterface | None:
-    """Ask a Twisted-style factory (``build_protocol(addr)``) or a plain callable."""
-    build = getattr(factory, "build_protocol", None)
-    protocol: ProtocolInterface | None = build(addr) if build is not None else factory()  # type: ignore[operator]
-    return protocol
-
-
-def _factory_hook(factory: FactoryArg, name: str, reactor: Reactor) -> None:
-    hook = getattr(factory, name, None)
-    if hook is not None:
-        try:
-            hook()
-        except Exception as exc:
-            reactor._report_error(
-                {"message": f"exception in {type(factory).__name__}.{name}()", "exception": exc}
-            )
-
-
-def _trace_accept(listen_fd: int, addr: Address, transport: Any) -> None:
-    from reactor.trace import format_address, trace_log
-
-    trace_log.info(
-        "fd %d accepted %s as connection #%d (fd %d)",
-        listen_fd,
-        format_address(addr),
-        transport.trace_id,
-        transport._fd,
-    )
-
-
-def _trace_connect(host: str, port: int, transport: Any) -> None:
-    from reactor.trace import trace_log
-
-    trace_log.info(
-        "connected to %s:%s as connection #%d (fd %d)",
-        host,
-        port,
-        transport.trace_id,
-        transport._fd,
-    )
-
-
-def _set_nodelay(sock: socket.socket) -> None:
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # pragma: no cover - the peer already reset it
-            pass
+def _reserve_fd() -> int:
+    """A descriptor held in reserve, to be closed when accept() runs out of them."""
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
 
 
 class Listener:
-    """A listening socket that makes a protocol and transport per connection."""
+    """A listening socket that makes a protocol and transport per connection.
 
-    def __init__(self, reactor: Reactor, sock: socket.socket, factory: FactoryArg) -> None:
+    It keeps one spare descriptor. When accept() fails for want of
+    descriptors, the connection waiting in the backlog would make the
+    listening socket readable on every turn (a busy loop) and the client
+    would hang. Closing the spare lets one pending connection be accepted
+    and closed at once; then the spare is taken back.
+    """
+
+    kind = "listener"
+
+    def __init__(
+        self,
+        reactor: ReactorPort,
+        sock: socket.socket,
+        factory: FactoryArg,
+        make_transport: TransportMaker = StreamTransport,
+    ) -> None:
         self._reactor = reactor
         self._sock = sock
         self._fd = sock.fileno()
         self._factory = factory
+        self._make_transport = make_transport
         self._closed = False
         self._exhausted = False
         self._paused_handle: Any = None
@@ -108,10 +88,10 @@ class Listener:
         # Registering first: it is what can fail (select() refuses a
         # descriptor past FD_SETSIZE), and it must fail before the factory is
         # started or the listener is counted as open.
-        reactor._add_reader(self._fd, self._accept_ready)
-        reactor._resources.add(self)
-        reactor._spare_fd_reserve()
-        _factory_hook(factory, "do_start", reactor)
+        reactor.watch_read(self._fd, self._accept_ready)
+        reactor.resources.add(self)
+        self._spare_fd = _reserve_fd()
+        factory_hook(factory, "do_start", reactor)
 
     def __repr__(self) -> str:
         return f"<Listener {self.address!r}{' closed' if self._closed else ''}>"
@@ -148,7 +128,7 @@ class Listener:
             if self._exhausted:
                 self._exhausted = False
                 log.warning("%r: descriptors available again; accepting (shed %d)", self, self.shed)
-                self._reactor._spare_fd_reserve()
+                self._spare_reserve()
             sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             self._connection(sock, addr)
 
@@ -156,10 +136,10 @@ class Listener:
         self.accepted += 1
         try:
             sock.setblocking(False)
-            _set_nodelay(sock)
+            set_nodelay(sock)
             protocol = build_protocol(self._factory, addr)
         except Exception as exc:
-            self._reactor._report_error(
+            self._reactor.report_error(
                 {
                     "message": f"{self!r}: could not build a protocol for {addr!r}; "
                     "closing that connection",
@@ -171,11 +151,7 @@ class Listener:
         if protocol is None:  # the factory refused this connection (Twisted's rule)
             sock.close()
             return
-        reactor = self._reactor
-        transport = reactor._transport_class(reactor, sock, protocol, addr)
-        if reactor.trace:
-            _trace_accept(self._fd, addr, transport)
-        transport._start()
+        self._make_transport(self._reactor, sock, protocol, addr)._start()
 
     def _out_of_descriptors(self, exc: OSError) -> None:
         """No descriptor for a new connection: shed pending ones, never spin.
@@ -194,36 +170,47 @@ class Listener:
                 self,
                 exc.strerror,
             )
-        reactor = self._reactor
         for _ in range(ACCEPTS_PER_EVENT):
-            if not reactor._spare_fd_release():
+            if not self._spare_release():
                 break
             try:
                 fd, _addr = self._sock._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
-                reactor._spare_fd_reserve()
+                self._spare_reserve()
                 return
             except OSError:
-                reactor._spare_fd_reserve()
+                self._spare_reserve()
                 break
             socket.close(fd)
             self.shed += 1
-            reactor._spare_fd_reserve()
+            self._spare_reserve()
         else:
             return  # shed a full batch; the next readiness event goes on
         self._pause_accepting()
 
+    def _spare_release(self) -> bool:
+        """Free the spare descriptor so one pending connection can be shed."""
+        if self._spare_fd < 0:
+            return False
+        os.close(self._spare_fd)
+        self._spare_fd = -1
+        return True
+
+    def _spare_reserve(self) -> None:
+        if self._spare_fd < 0 and not self._closed:
+            self._spare_fd = _reserve_fd()
+
     def _pause_accepting(self) -> None:
         if self._paused_handle is not None or self._closed:
             return
-        self._reactor._remove_reader(self._fd)
+        self._reactor.unwatch_read(self._fd)
         self._paused_handle = self._reactor.call_later(self._backoff, self._resume_accepting)
         self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
 
     def _resume_accepting(self) -> None:
         self._paused_handle = None
         if not self._closed:
-            self._reactor._add_reader(self._fd, self._accept_ready)
+            self._reactor.watch_read(self._fd, self._accept_ready)
 
     def close(self) -> None:
         """Stop listening. Connections already accepted are not touched."""
@@ -233,70 +220,34 @@ class Listener:
         if self._paused_handle is not None:
             self._paused_handle.cancel()
             self._paused_handle = None
-        self._reactor._remove_reader(self._fd)
+        self._reactor.unwatch_read(self._fd)
         self._sock.close()
-        self._reactor._resources.discard(self)
-        _factory_hook(self._factory, "do_stop", self._reactor)
+        self._spare_release()
+        self._reactor.resources.discard(self)
+        factory_hook(self._factory, "do_stop", self._reactor)
 
-    def _force_close(self) -> None:
+    def force_close(self) -> None:
         self.close()
 
 
-def _bind_error(exc: OSError, host: str | None, port: int) -> OSError:
-    where = f"{host or '*'}:{port}"
-    if exc.errno == errno.EADDRINUSE:
-        hint = "another program is listening there; pick another port or stop it"
-    elif exc.errno == errno.EACCES:
-        hint = "ports below 1024 need privileges; pick a port above 1023"
-    elif exc.errno == errno.EADDRNOTAVAIL:
-        hint = "that address is not one of this machine's"
-    else:
-        hint = exc.strerror or str(exc)
-    return OSError(exc.errno, f"cannot listen on {where}: {exc.strerror} ({hint})")
-
-
 def listen_tcp(
-    reactor: Reactor,
+    reactor: ReactorPort,
     port: int,
     factory: FactoryArg,
     host: str | None = "127.0.0.1",
     backlog: int = 1024,
     reuse_port: bool = False,
+    make_transport: TransportMaker = StreamTransport,
 ) -> Listener:
     """Listen on ``host:port`` (port 0 picks a free one; host None: every interface)."""
+    check_port(port, "listen_tcp()")
+    check_factory(factory, "listen_tcp")
+    sock = listening_socket(host, port, backlog, reuse_port)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise OSError(errno.EINVAL, f"cannot listen on {host}:{port}: {exc}") from None
-    family, _type, proto, _name, sockaddr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            if not hasattr(socket, "SO_REUSEPORT"):  # pragma: no cover
-                raise ValueError("reuse_port=True: SO_REUSEPORT is not supported here")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind(sockaddr)
-        except OSError as exc:
-            raise _bind_error(exc, host, port) from None
-        sock.listen(backlog)
-        sock.setblocking(False)
-        return Listener(reactor, sock, factory)
+        return Listener(reactor, sock, factory, make_transport)
     except BaseException:
         sock.close()
         raise
-
-
-def _ip_family(host: str) -> int | None:
-    """The family of an IP address literal, or None for a name that needs resolving."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, host)
-        except OSError:
-            continue
-        return family
-    return None
 
 
 class Connector:
@@ -313,17 +264,21 @@ class Connector:
     when the attempt fails or, after a success, when the connection ends.
     """
 
+    kind = "connector"
+
     def __init__(
         self,
-        reactor: Reactor,
+        reactor: ReactorPort,
         host: str,
         port: int,
         factory: FactoryArg,
         timeout: float | None,
         on_connect: Callable[[Any], object] | None,
         on_failure: Callable[[BaseException], object] | None,
+        make_transport: TransportMaker = StreamTransport,
     ) -> None:
         self._reactor = reactor
+        self._make_transport = make_transport
         self.host = host
         self.port = port
         self.address = (host, port)
@@ -341,33 +296,41 @@ class Connector:
         self._timer = (
             reactor.call_later(timeout, self._timed_out, timeout) if timeout is not None else None
         )
-        reactor._resources.add(self)
-        _factory_hook(factory, "do_start", reactor)
+        reactor.resources.add(self)
+        factory_hook(factory, "do_start", reactor)
 
     def __repr__(self) -> str:
         return f"<Connector {self.host}:{self.port} {self.state}>"
 
     def _start(self) -> None:
-        family = _ip_family(self.host)
+        family = ip_family(self.host)
         if family is not None:
             self._addrs = [(family, (self.host, self.port))]
             self._try_next()
             return
-        getaddrinfo = self._reactor._getaddrinfo
-        host, port = self.host, self.port
-        self._reactor._run_in_thread(
-            lambda: getaddrinfo(host, port, type=socket.SOCK_STREAM), self._resolved
+        reactor = self._reactor
+        future = reactor.run_in_thread(
+            reactor.getaddrinfo, self.host, self.port, 0, socket.SOCK_STREAM
         )
+        future.add_done_callback(self._resolved_in_thread)
 
-    def _resolved(self, infos: Any, exc: BaseException | None) -> None:
+    def _resolved_in_thread(self, future: Any) -> None:
+        """In the resolver's thread: hand the answer to the loop (if it still runs)."""
+        try:
+            self._reactor.call_from_thread(self._resolved, future)
+        except RuntimeError:
+            pass  # the reactor was closed meanwhile: nobody is waiting
+
+    def _resolved(self, future: Any) -> None:
         if self.state != "resolving":
             return  # cancelled or timed out meanwhile
+        exc = future.exception()
         if exc is not None:
             if isinstance(exc, socket.gaierror):
                 exc = socket.gaierror(exc.errno, f"cannot resolve {self.host!r}: {exc.strerror}")
             self._fail(exc)
             return
-        self._addrs = [(info[0], info[4]) for info in infos]
+        self._addrs = [(info[0], info[4]) for info in future.result()]
         self._try_next()
 
     def _try_next(self) -> None:
@@ -388,28 +351,28 @@ class Connector:
             # sockets): the attempt never started, so it is this address's failure.
             if err in (0, errno.EINPROGRESS, errno.EINTR):
                 self._sock = sock
-                self._reactor._add_writer(sock.fileno(), self._connect_ready)
+                self._reactor.watch_write(sock.fileno(), self._connect_ready)
                 return
             sock.close()
-            self._last_error = _connect_error(err, self.host, self.port)
+            self._last_error = connect_error(err, self.host, self.port)
         self._fail(self._last_error or OSError(f"no address to connect to for {self.host!r}"))
 
     def _connect_ready(self) -> None:
         sock = self._sock
         assert sock is not None
-        self._reactor._remove_writer(sock.fileno())
+        self._reactor.unwatch_write(sock.fileno())
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             self._sock = None
             sock.close()
-            self._last_error = _connect_error(err, self.host, self.port)
+            self._last_error = connect_error(err, self.host, self.port)
             self._try_next()
             return
         self._sock = None
         if self._timer is not None:
             self._timer.cancel()
         try:
-            _set_nodelay(sock)
+            set_nodelay(sock)
             peer = sock.getpeername()
             protocol = build_protocol(self._factory, peer)
         except Exception as exc:
@@ -421,20 +384,19 @@ class Connector:
             self._fail(ConnectionRefusedError("the factory built no protocol"))
             return
         self.state = "connected"
-        self._reactor._resources.discard(self)
+        reactor = self._reactor
+        reactor.resources.discard(self)
         self.protocol = protocol
-        self.transport = self._reactor._transport_class(self._reactor, sock, protocol, peer)
-        if self._reactor.trace:
-            _trace_connect(self.host, self.port, self.transport)
+        self.transport = self._make_transport(reactor, sock, protocol, peer)
         # The factory stays in use until the connection ends (do_start/do_stop pair).
-        factory, reactor = self._factory, self._reactor
-        self.transport._on_lost = lambda: _factory_hook(factory, "do_stop", reactor)
+        factory = self._factory
+        self.transport._on_lost = lambda: factory_hook(factory, "do_stop", reactor)
         self.transport._start()
         if self._on_connect is not None:
             try:
                 self._on_connect(protocol)
             except Exception as exc:
-                self._reactor._report_error(
+                reactor.report_error(
                     {"message": "exception in on_connect callback", "exception": exc}
                 )
 
@@ -449,7 +411,7 @@ class Connector:
         if self.state in ("resolving", "connecting"):
             self._fail(ConnectionAbortedError(f"connection to {self.host}:{self.port} cancelled"))
 
-    def _force_close(self) -> None:
+    def force_close(self) -> None:
         self.cancel()
 
     def _fail(self, reason: BaseException) -> None:
@@ -459,10 +421,10 @@ class Connector:
         if self._timer is not None:
             self._timer.cancel()
         if self._sock is not None:
-            self._reactor._remove_writer(self._sock.fileno())
+            self._reactor.unwatch_write(self._sock.fileno())
             self._sock.close()
             self._sock = None
-        self._reactor._resources.discard(self)
+        self._reactor.resources.discard(self)
         # Report from the loop, never from inside connect_tcp() itself.
         self._reactor.call_soon(self._report_failure, reason)
 
@@ -475,30 +437,16 @@ class Connector:
                 try:
                     callback(*args)
                 except Exception as exc:
-                    self._reactor._report_error(
+                    self._reactor.report_error(
                         {"message": "exception in a connection-failure callback", "exception": exc}
                     )
         if not told:
             log.warning("connection to %s:%s failed: %s", self.host, self.port, reason)
-        _factory_hook(self._factory, "do_stop", self._reactor)
-
-
-def _connect_error(err: int, host: str, port: int) -> OSError:
-    message = f"connect to {host}:{port} failed: {errno.errorcode.get(err, err)}"
-    if err == errno.ECONNREFUSED:
-        return ConnectionRefusedError(err, message + " (nothing listens there)")
-    if err == errno.ETIMEDOUT:
-        return TimeoutError(err, message)
-    if err in (errno.EADDRNOTAVAIL, errno.EAGAIN):
-        message += (
-            " (no free local port or route: too many connections open or in TIME_WAIT; "
-            "close some, retry later, or widen the local port range)"
-        )
-    return OSError(err, message)
+        factory_hook(self._factory, "do_stop", self._reactor)
 
 
 def connect_tcp(
-    reactor: Reactor,
+    reactor: ReactorPort,
     host: str,
     port: int,
     factory: FactoryArg,
@@ -506,8 +454,13 @@ def connect_tcp(
     timeout: float | None = 30.0,
     on_connect: Callable[[Any], object] | None = None,
     on_failure: Callable[[BaseException], object] | None = None,
+    make_transport: TransportMaker = StreamTransport,
 ) -> Connector:
     """Start connecting; returns at once. See :class:`Connector`."""
-    connector = Connector(reactor, host, port, factory, timeout, on_connect, on_failure)
+    check_port(port, "connect_tcp()")
+    check_factory(factory, "connect_tcp")
+    connector = Connector(
+        reactor, host, port, factory, timeout, on_connect, on_failure, make_transport
+    )
     connector._start()
     return connector

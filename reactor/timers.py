@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["Handle", "PeriodicCall", "TimerHandle", "TimerQueue"]
+__all__ = ["Clock", "Handle", "PeriodicCall", "TimerHandle", "TimerQueue"]
 
 #: Below this size the heap is never compacted: rebuilding is not worth it.
 _COMPACT_MIN = 64
@@ -145,10 +145,22 @@ class TimerQueue:
 
 
 class Clock(Protocol):
-    """What a periodic call needs: the reactor or the fake clock."""
+    """The timer API: the reactor's, or :class:`protocols.testing.Clock`'s in tests.
+
+    Everything that schedules work by time (periodic calls, idle timeouts,
+    heartbeats, the apps' timers) is typed against this, so a test can drive
+    it with fake time.
+    """
 
     def time(self) -> float: ...
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> Handle: ...
+    def call_later(
+        self, delay: float, callback: Callable[..., object], *args: Any
+    ) -> TimerHandle: ...
     def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> TimerHandle: ...
+    def call_every(
+        self, interval: float, callback: Callable[..., object], *args: Any, now: bool = False
+    ) -> PeriodicCall: ...
 
 
 class PeriodicCall:

@@ -4,7 +4,7 @@ Turned on by ``Reactor(trace=True)`` or ``REACTOR_TRACE=1`` (and ``--trace``
 on every app). It logs on the ``reactor.trace`` logger at INFO::
 
     poll timeout=forever -> 1 ready: fd 6 READ
-    fd 6 accepted 127.0.0.1:53422 as connection #1 (fd 8)
+    accepted 127.0.0.1:53422 as connection #1 (fd 8)
     #1 connection_made peer=127.0.0.1:53422
     #1 data in 6 bytes
     #1 data out 6 bytes
@@ -13,29 +13,31 @@ on every app). It logs on the ``reactor.trace`` logger at INFO::
     #1 connection_lost: clean close
     timer fired: Session._expire
 
-Nothing here costs anything when tracing is off: the reactor swaps in a
-tracing poller, a tracing timer queue and a tracing transport class instead
+Nothing here costs anything when tracing is off, and nothing below this
+module knows it exists: the reactor (``reactor/reactor.py``) swaps in a
+tracing poller, a tracing timer queue and a tracing transport maker instead
 of testing a flag on the hot path.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from reactor.backends.base import ERROR, HANGUP, INVALID, READ, WRITE, Poller
-from reactor.interfaces import Address, ProtocolInterface
+from reactor.interfaces import Address, ProtocolInterface, ReactorPort
 from reactor.stream import StreamTransport
+from reactor.tcp import TransportMaker
 from reactor.timers import TimerHandle, TimerQueue
-
-if TYPE_CHECKING:
-    from reactor.loop import Reactor
 
 __all__ = [
     "TracingPoller",
     "TracingStreamTransport",
     "TracingTimerQueue",
+    "TracingTransportMaker",
     "describe_reason",
     "enable_trace_output",
     "format_address",
@@ -140,34 +142,31 @@ class TracingStreamTransport(StreamTransport):
 
     def __init__(
         self,
-        reactor: Reactor,
-        sock: Any,
+        reactor: ReactorPort,
+        sock: socket.socket,
         protocol: ProtocolInterface,
-        peername: Any = None,
+        peername: Any,
+        trace_id: int,
     ) -> None:
-        super().__init__(reactor, sock, protocol, peername)
-        reactor._trace_ids += 1
-        self.trace_id = reactor._trace_ids
+        self.trace_id = trace_id
         self._aborted = False
-        self._wrap_data_received()
+        super().__init__(reactor, sock, protocol, peername)
 
-    def _wrap_data_received(self) -> None:
-        deliver = self._data_received
+    def _use_protocol(self, protocol: ProtocolInterface) -> None:
+        super()._use_protocol(protocol)
+        deliver: Callable[[Any], object] = self._data_received
         trace_id = self.trace_id
 
-        def data_received(data: bytes) -> None:
-            trace_log.info("#%d data in %d bytes", trace_id, len(data))
+        def data_received(data: Any) -> None:
+            size = data if isinstance(data, int) else len(data)  # buffer_updated(nbytes)
+            trace_log.info("#%d data in %d bytes", trace_id, size)
             deliver(data)
 
         self._data_received = data_received
 
-    def set_protocol(self, protocol: ProtocolInterface) -> None:
-        super().set_protocol(protocol)
-        self._wrap_data_received()
-
     def _start(self) -> None:
-        peer = self._peername
-        trace_log.info("#%d connection_made peer=%s", self.trace_id, format_address(peer))
+        peer = format_address(self._peername)
+        trace_log.info("#%d connection_made peer=%s", self.trace_id, peer)
         super()._start()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -193,3 +192,31 @@ class TracingStreamTransport(StreamTransport):
             "#%d connection_lost: %s", self.trace_id, describe_reason(exc, self._aborted)
         )
         super()._call_connection_lost(exc)
+
+
+class TracingTransportMaker:
+    """Makes one reactor's tracing transports, numbering its connections from #1.
+
+    ``maker("accepted")`` is what listeners get, ``maker("connected to")``
+    what connectors get, so the first line of a connection says which it was.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def maker(self, origin: str) -> TransportMaker:
+        def make(
+            reactor: ReactorPort, sock: socket.socket, protocol: ProtocolInterface, peer: Address
+        ) -> StreamTransport:
+            self.count += 1
+            transport = TracingStreamTransport(reactor, sock, protocol, peer, self.count)
+            trace_log.info(
+                "%s %s as connection #%d (fd %d)",
+                origin,
+                format_address(peer),
+                self.count,
+                transport._fd,
+            )
+            return transport
+
+        return make

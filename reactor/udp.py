@@ -22,14 +22,13 @@ import errno
 import logging
 import socket
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from reactor.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, FlowControl
-from reactor.interfaces import Address, DatagramProtocolInterface
-from reactor.tcp import _ip_family
-
-if TYPE_CHECKING:
-    from reactor.loop import Reactor
+from reactor.factory import check_datagram_protocol
+from reactor.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER
+from reactor.interfaces import Address, DatagramProtocolInterface, ReactorPort
+from reactor.sockets import check_port, ip_family, set_reuse_port
+from reactor.transport import BaseTransport, as_bytes
 
 __all__ = ["DatagramTransport", "connect_udp", "listen_udp"]
 
@@ -40,40 +39,29 @@ _READS_PER_EVENT = 32
 _MAX_DATAGRAM = 65536
 
 
-class DatagramTransport(FlowControl):
+class DatagramTransport(BaseTransport):
     """A UDP endpoint with asyncio's ``DatagramTransport`` method names."""
 
+    kind = "datagram"
     _protocol: DatagramProtocolInterface
+
+    __slots__ = ("_buffer", "datagrams_received", "datagrams_sent")
 
     def __init__(
         self,
-        reactor: Reactor,
+        reactor: ReactorPort,
         sock: socket.socket,
         protocol: DatagramProtocolInterface,
         peer: Address = None,
     ) -> None:
-        self._reactor = reactor
-        self._sock = sock
-        self._fd = sock.fileno()
-        self._protocol = protocol
-        self._peer = peer
+        super().__init__(reactor, sock, protocol, peer)
         self._buffer: deque[tuple[bytes, Address]] = deque()
         self._buffer_size = 0
         self._high = DEFAULT_HIGH_WATER
         self._low = DEFAULT_LOW_WATER
         self._protocol_paused = False
-        self._closing = False
-        self._conn_lost = False
-        self._started = False
-        #: Sends made after close() and dropped.
-        self.dropped_writes = 0
         self.datagrams_received = 0
         self.datagrams_sent = 0
-        reactor._resources.add(self)
-
-    def __repr__(self) -> str:
-        state = "closed" if self._conn_lost else ("closing" if self._closing else "open")
-        return f"<DatagramTransport fd={self._fd} {state}>"
 
     def _start(self) -> None:
         if self._conn_lost:
@@ -87,11 +75,11 @@ class DatagramTransport(FlowControl):
                 self._force_close(exc)
                 return
             if not self._closing:
-                self._reactor._add_reader(self._fd, self._read_ready)
+                self._reactor.watch_read(self._fd, self._read_ready)
         # Datagrams queued before the loop started us (or by connection_made);
         # also when close() came first: close() promises to send them.
         if self._buffer:
-            self._reactor._add_writer(self._fd, self._write_ready)
+            self._reactor.watch_write(self._fd, self._write_ready)
 
     # ------------------------------------------------------------------ reading
 
@@ -124,29 +112,19 @@ class DatagramTransport(FlowControl):
             self._protocol_error(error, "error_received")
 
     def _protocol_error(self, exc: Exception, where: str) -> None:
-        self._reactor._report_error(
-            {
-                "message": f"exception in {type(self._protocol).__name__}.{where}()",
-                "exception": exc,
-                "transport": self,
-            }
-        )
+        self._report(exc, where, "")
 
     # ------------------------------------------------------------------ writing
 
     def sendto(self, data: bytes | bytearray | memoryview, addr: Address = None) -> None:
         """Send one datagram to ``addr`` (or to the connected peer when None)."""
         if type(data) is not bytes:
-            if not isinstance(data, (bytearray, memoryview)):
-                raise TypeError(
-                    f"sendto() takes bytes, bytearray or memoryview, not {type(data).__name__}"
-                )
-            data = bytes(data)
-        if self._peer is not None:
-            if addr is not None and addr != self._peer and not _same_peer(addr, self._peer):
+            data = as_bytes(data, "sendto")
+        peer = self._peername
+        if peer is not None:
+            if addr is not None and addr != peer and not _same_peer(addr, peer):
                 raise ValueError(
-                    f"this endpoint is connected to {self._peer!r}; "
-                    f"sendto() cannot send to {addr!r}"
+                    f"this endpoint is connected to {peer!r}; sendto() cannot send to {addr!r}"
                 )
             addr = None
         elif addr is None:
@@ -163,7 +141,7 @@ class DatagramTransport(FlowControl):
                 self.datagrams_sent += 1
                 return
             except (BlockingIOError, InterruptedError):
-                self._reactor._add_writer(self._fd, self._write_ready)
+                self._reactor.watch_write(self._fd, self._write_ready)
             except OSError as exc:
                 self._error_received(exc)
                 return
@@ -199,7 +177,7 @@ class DatagramTransport(FlowControl):
                 if isinstance(error, OSError):
                     self._error_received(error)
                 else:
-                    self._reactor._report_error(
+                    self._reactor.report_error(
                         {
                             "message": f"{self!r}: cannot send a queued datagram to {addr!r}; "
                             "dropped it",
@@ -211,7 +189,7 @@ class DatagramTransport(FlowControl):
                     return  # aborted from error_received()
             if self._protocol_paused and self._buffer_size <= self._low:
                 self._resume_protocol()
-        self._reactor._remove_writer(self._fd)
+        self._reactor.unwatch_write(self._fd)
         if self._closing:
             self._lose(None)
 
@@ -246,9 +224,6 @@ class DatagramTransport(FlowControl):
 
     # ------------------------------------------------------------------ closing
 
-    def is_closing(self) -> bool:
-        return self._closing
-
     def close(self) -> None:
         """Stop receiving; send what is queued, then connection_lost(None).
 
@@ -259,7 +234,7 @@ class DatagramTransport(FlowControl):
         if self._closing:
             return
         self._closing = True
-        self._reactor._remove_reader(self._fd)
+        self._reactor.unwatch_read(self._fd)
         if not self._buffer:
             self._lose(None)
         # else _write_ready (or _start, if the loop has not started us yet)
@@ -269,7 +244,7 @@ class DatagramTransport(FlowControl):
         """Close now, dropping queued datagrams."""
         self._force_close(None)
 
-    def _force_close(self, exc: BaseException | None = None) -> None:
+    def _force_close(self, exc: BaseException | None) -> None:
         if self._conn_lost:
             # Already ending; after connection_lost the fd number may belong
             # to another socket, whose callbacks must not be removed.
@@ -277,44 +252,18 @@ class DatagramTransport(FlowControl):
         self._closing = True
         self._buffer.clear()
         self._buffer_size = 0
-        self._reactor._remove_reader(self._fd)
-        self._reactor._remove_writer(self._fd)
+        self._reactor.unwatch_read(self._fd)
+        self._reactor.unwatch_write(self._fd)
         self._lose(exc)
 
-    def _lose(self, exc: BaseException | None) -> None:
-        if not self._conn_lost:
-            self._conn_lost = True
-            self._reactor.call_soon(self._call_connection_lost, exc)
-
-    def _call_connection_lost(self, exc: BaseException | None) -> None:
-        try:
-            if self._started:
-                self._protocol.connection_lost(exc)
-        except Exception as error:
-            self._protocol_error(error, "connection_lost")
-        finally:
-            self._reactor._remove_reader(self._fd)
-            self._reactor._remove_writer(self._fd)
-            self._sock.close()
-            self._reactor._resources.discard(self)
-
-    # -------------------------------------------------------------------- misc
-
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """``"sockname"``, ``"peername"`` (connected endpoints) or ``"socket"``."""
-        if name == "socket":
-            return self._sock
-        if name == "peername":
-            return self._peer if self._peer is not None else default
+        """``"sockname"``, ``"peername"`` (connected endpoints), ``"socket"``, ``"reactor"``."""
         if name == "sockname":
             try:
                 return self._sock.getsockname()
             except OSError:
                 return default
-        return default
-
-    def get_protocol(self) -> DatagramProtocolInterface:
-        return self._protocol
+        return super().get_extra_info(name, default)
 
 
 def _same_peer(addr: Address, peer: Address) -> bool:
@@ -334,9 +283,7 @@ def _udp_socket(family: int, broadcast: bool, reuse_port: bool) -> socket.socket
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if not hasattr(socket, "SO_REUSEPORT"):  # pragma: no cover
-                raise ValueError("reuse_port=True: SO_REUSEPORT is not supported here")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            set_reuse_port(sock)
     except BaseException:
         sock.close()
         raise
@@ -344,7 +291,7 @@ def _udp_socket(family: int, broadcast: bool, reuse_port: bool) -> socket.socket
 
 
 def listen_udp(
-    reactor: Reactor,
+    reactor: ReactorPort,
     port: int,
     protocol: DatagramProtocolInterface,
     host: str | None = "127.0.0.1",
@@ -353,8 +300,8 @@ def listen_udp(
     reuse_port: bool = False,
 ) -> DatagramTransport:
     """Bind a UDP endpoint on ``host:port``; ``protocol`` gets every datagram."""
-    if not 0 <= port <= 65535:  # getaddrinfo() would silently wrap it (70000 -> 4464)
-        raise ValueError(f"listen_udp(): port must be 0-65535, not {port!r}")
+    check_port(port, "listen_udp()")
+    check_datagram_protocol(protocol, "listen_udp")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -372,7 +319,7 @@ def listen_udp(
 
 
 def connect_udp(
-    reactor: Reactor,
+    reactor: ReactorPort,
     host: str,
     port: int,
     protocol: DatagramProtocolInterface,
@@ -386,7 +333,10 @@ def connect_udp(
     ``host`` must be an IP address (UDP endpoints are made at once, and a
     name lookup would block the loop); resolve names beforehand.
     """
-    family = _ip_family(host)
+    check_port(port, "connect_udp()")
+    check_port(local_port, "connect_udp() local_port")
+    check_datagram_protocol(protocol, "connect_udp")
+    family = ip_family(host)
     if family is None:
         raise ValueError(
             f"connect_udp() needs an IP address, not {host!r}: resolve the name first "

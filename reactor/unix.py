@@ -15,14 +15,13 @@ import os
 import socket
 import stat
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from reactor.interfaces import FactoryArg
-from reactor.tcp import Connector, Listener
-
-if TYPE_CHECKING:
-    from reactor.loop import Reactor
-    from reactor.timers import TimerHandle
+from reactor.factory import check_factory
+from reactor.interfaces import FactoryArg, ReactorPort
+from reactor.stream import StreamTransport
+from reactor.tcp import Connector, Listener, TransportMaker
+from reactor.timers import TimerHandle
 
 __all__ = ["UnixConnector", "UnixListener", "connect_unix", "listen_unix"]
 
@@ -31,14 +30,19 @@ class UnixListener(Listener):
     """A listener on a Unix socket path; removes the file when closed."""
 
     def __init__(
-        self, reactor: Reactor, sock: socket.socket, factory: FactoryArg, path: str
+        self,
+        reactor: ReactorPort,
+        sock: socket.socket,
+        factory: FactoryArg,
+        path: str,
+        make_transport: TransportMaker = StreamTransport,
     ) -> None:
         self.path = path
         self._inode: tuple[int, int] | None = None
         if not path.startswith("\0"):  # abstract names (Linux) have no file
             st = os.stat(path)
             self._inode = (st.st_dev, st.st_ino)
-        super().__init__(reactor, sock, factory)
+        super().__init__(reactor, sock, factory, make_transport)
 
     @property
     def port(self) -> int:
@@ -102,9 +106,14 @@ def _clear_stale(path: str) -> None:
 
 
 def listen_unix(
-    reactor: Reactor, path: str, factory: FactoryArg, backlog: int = 1024
+    reactor: ReactorPort,
+    path: str,
+    factory: FactoryArg,
+    backlog: int = 1024,
+    make_transport: TransportMaker = StreamTransport,
 ) -> UnixListener:
     """Listen on the Unix socket ``path`` (a leading NUL: Linux's abstract namespace)."""
+    check_factory(factory, "listen_unix")
     if not path.startswith("\0"):
         _clear_stale(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -118,7 +127,7 @@ def listen_unix(
             raise OSError(f"cannot listen on {path!r}: {exc}") from None
         raise OSError(exc.errno, f"cannot listen on {path!r}: {exc.strerror}") from None
     try:
-        return UnixListener(reactor, sock, factory, path)
+        return UnixListener(reactor, sock, factory, path, make_transport)
     except BaseException:
         sock.close()
         raise
@@ -158,7 +167,7 @@ class UnixConnector(Connector):
         if err in (0, errno.EINPROGRESS, errno.EINTR):
             self._addrs = []
             self._sock = sock
-            self._reactor._add_writer(sock.fileno(), self._connect_ready)
+            self._reactor.watch_write(sock.fileno(), self._connect_ready)
             return
         sock.close()
         if err == errno.EAGAIN:
@@ -190,15 +199,19 @@ def _unix_connect_error(err: int, path: str) -> OSError:
 
 
 def connect_unix(
-    reactor: Reactor,
+    reactor: ReactorPort,
     path: str,
     factory: FactoryArg,
     *,
     timeout: float | None = 30.0,
     on_connect: Callable[[Any], object] | None = None,
     on_failure: Callable[[BaseException], object] | None = None,
+    make_transport: TransportMaker = StreamTransport,
 ) -> UnixConnector:
     """Connect to the Unix socket ``path``; failures are reported like connect_tcp's."""
-    connector = UnixConnector(reactor, path, 0, factory, timeout, on_connect, on_failure)
+    check_factory(factory, "connect_unix")
+    connector = UnixConnector(
+        reactor, path, 0, factory, timeout, on_connect, on_failure, make_transport
+    )
     connector._start()
     return connector

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from protocols import Protocol
 from reactor import Reactor, ReactorStats, available_backends
 from reactor.backends import READ, WRITE, Poller, make_poller
 from reactor.backends.select import FD_SETSIZE
@@ -91,8 +92,8 @@ class ProxyPoller:
 
 
 def proxied(reactor: Reactor) -> ProxyPoller:
-    proxy = ProxyPoller(reactor._poller)
-    reactor._poller = proxy
+    proxy = ProxyPoller(reactor._fds.poller)
+    reactor._fds.poller = proxy
     return proxy
 
 
@@ -200,7 +201,7 @@ def test_waker_registration_failure_releases_everything(backend: str) -> None:
 def test_a_ready_made_poller(backend: str) -> None:
     poller = make_poller_for(backend)
     with Reactor(backend=poller) as r:
-        assert r._poller is poller
+        assert r._fds.poller is poller
         assert r.backend == poller.name
         r.call_soon(r.stop)
         r.run()
@@ -401,7 +402,7 @@ def test_close_releases_fds(backend: str) -> None:
     before = fd_count()
     for _ in range(50):
         r = make_reactor(backend)
-        r._spare_fd_reserve()
+        r.listen_tcp(0, Protocol)  # holds a spare descriptor, released at close
         r.call_later(1, lambda: None)
         r.call_every(1, lambda: None)
         r.call_soon(lambda: None)
@@ -494,13 +495,15 @@ def test_close_delivers_queued_callbacks_and_closes_resources(
     log: list[str] = []
 
     class Resource:
+        kind = "connection"
+
         def __init__(self, name: str, fail: bool = False) -> None:
             self.name = name
             self.fail = fail
-            reactor._resources.add(self)
+            reactor.resources.add(self)
 
-        def _force_close(self) -> None:
-            reactor._resources.discard(self)
+        def force_close(self) -> None:
+            reactor.resources.discard(self)
             if self.fail:
                 raise ValueError(f"{self.name} failed to close")
             reactor.call_soon(log.append, f"{self.name} lost")
@@ -527,13 +530,10 @@ def test_close_delivers_queued_callbacks_and_closes_resources(
 
 
 def test_close_shuts_down_the_worker_threads(reactor: Reactor) -> None:
-    done: list[object] = []
-    reactor._run_in_thread(lambda: 42, lambda result, exc: done.append(result))
-    run_until(reactor, lambda: done)
-    assert done == [42]
-    reactor._run_in_thread(lambda: 1 / 0, lambda result, exc: done.append(type(exc).__name__))
-    run_until(reactor, lambda: len(done) == 2)
-    assert done[1] == "ZeroDivisionError"
+    first = reactor.run_in_thread(lambda: 42)
+    assert first.result(timeout=10) == 42
+    second = reactor.run_in_thread(lambda: 1 / 0)
+    assert isinstance(second.exception(timeout=10), ZeroDivisionError)
     assert reactor._executor is not None
     reactor.close()
     assert reactor._executor is None
@@ -947,7 +947,7 @@ def test_modify_of_a_silently_dropped_fd(reactor: Reactor) -> None:
     # reused; modify() fails with ENOENT and the reactor registers instead.
     a, b = socket.socketpair()
     fd = a.fileno()
-    reactor._add_reader(fd, lambda: None)
+    reactor.watch_read(fd, lambda: None)
     a.close()
     c, d = socket.socketpair()
     try:
@@ -957,11 +957,11 @@ def test_modify_of_a_silently_dropped_fd(reactor: Reactor) -> None:
 
         def on_write() -> None:
             wrote.append(True)
-            reactor._remove_writer(fd)
+            reactor.unwatch_write(fd)
 
-        reactor._add_writer(fd, on_write)
+        reactor.watch_write(fd, on_write)
         run_until(reactor, lambda: wrote)
-        reactor._remove_reader(fd)
+        reactor.unwatch_read(fd)
         assert reactor.stats()["registered_fds"] == 1
     finally:
         for s in (b, c, d):
@@ -972,7 +972,7 @@ def test_fd_already_known_to_the_kernel(reactor: Reactor, pipe: tuple[int, int])
     # The poller watches the fd but the reactor has no record of it (a
     # registration left over): add_reader must still work.
     rfd, wfd = pipe
-    reactor._poller.register(rfd, READ)
+    reactor._fds.poller.register(rfd, READ)
     got: list[bytes] = []
     reactor.add_reader(rfd, lambda: got.append(os.read(rfd, 10)))
     os.write(wfd, b"z")
@@ -987,7 +987,7 @@ def test_stale_registration_without_callback_is_dropped(
     # unregistered at once, so it cannot make the loop spin.
     rfd, wfd = pipe
     os.write(wfd, b"unread")
-    reactor._poller.register(rfd, READ | WRITE)
+    reactor._fds.poller.register(rfd, READ | WRITE)
     before = reactor.stats()["events"]
     for _ in range(5):
         reactor.run_once(0)
@@ -1008,7 +1008,7 @@ def test_failed_registration_leaves_no_trace(reactor: Reactor, pipe: tuple[int, 
     # A failed modify drops the fd entirely, keeping tables and kernel in step.
     proxy.fail_modify = OSError(22, "modify failed")
     with pytest.raises(OSError, match="modify failed"):
-        reactor._add_writer(rfd, print)
+        reactor.watch_write(rfd, print)
     assert rfd not in reactor._readers
     assert rfd not in reactor._writers
     proxy.fail_modify = None
@@ -1094,14 +1094,14 @@ def test_callback_closing_another_fd_in_the_same_turn(
         reactor.add_reader(r2, second)
         os.write(wfd, b"x")
         os.write(w2, b"x")
-        poller = reactor._poller
+        poller = reactor._fds.poller
         with caplog.at_level(logging.WARNING, logger="reactor"):
             reactor.run_once(1)
             # Whichever ran first removed the other before it could run.
             assert len(called) == 1
             for _ in range(3):
                 reactor.run_once(0)
-        assert reactor._poller is poller  # nothing drastic was needed
+        assert reactor._fds.poller is poller  # nothing drastic was needed
         assert caplog.text == ""
         assert reactor.stats()["registered_fds"] == 2  # the waker and the survivor
     finally:
@@ -1199,7 +1199,7 @@ def test_internal_add_with_unchanged_events(reactor: Reactor, pipe: tuple[int, i
     # table update, not a system call.
     rfd, wfd = pipe
     got: list[str] = []
-    reactor._add_reader(rfd, lambda: got.append("old"))
+    reactor.watch_read(rfd, lambda: got.append("old"))
     proxy = proxied(reactor)
     proxy.fail_register = proxy.fail_modify = AssertionError("no poller call expected")
 
@@ -1207,12 +1207,12 @@ def test_internal_add_with_unchanged_events(reactor: Reactor, pipe: tuple[int, i
         os.read(rfd, 10)
         got.append("new")
 
-    reactor._add_reader(rfd, new)
+    reactor.watch_read(rfd, new)
     proxy.fail_register = proxy.fail_modify = None
     os.write(wfd, b"x")
     run_until(reactor, lambda: got)
     assert got == ["new"]
-    assert reactor._remove_reader(rfd) is True
+    assert reactor.unwatch_read(rfd) is True
 
 
 def spin_check(reactor: Reactor, seconds: float = 0.2) -> int:
@@ -1330,7 +1330,7 @@ def test_poller_that_cannot_be_rebuilt(
         reactor.remove_reader(rfd)
         with caplog.at_level(logging.ERROR, logger="reactor"):
             reactor.run_once(0)
-        assert reactor._poller is proxy
+        assert reactor._fds.poller is proxy
         if reactor.backend == "epoll":
             assert "could not make a new epoll poller" in caplog.text
     finally:

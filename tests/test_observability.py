@@ -70,7 +70,7 @@ def test_stats_count_the_loop_timers_and_bytes(reactor: Reactor) -> None:
     clients = [Client(b"x" * 1000) for _ in range(3)]
     for c in clients:
         reactor.connect_tcp("127.0.0.1", listener.port, lambda c=c: c)  # type: ignore[misc]
-    run_until(reactor, lambda: any(r for r in reactor._resources if r not in (listener,)))
+    run_until(reactor, lambda: any(r for r in reactor.resources if r not in (listener,)))
     middle = reactor.stats()
     assert middle["listeners"] == 1
     run_until(reactor, lambda: all(c.lost for c in clients), what="all echoed")
@@ -149,7 +149,7 @@ def test_trace_shows_a_connections_life(traced: Reactor, caplog: pytest.LogCaptu
     lines = _trace_lines(caplog)
     text = "\n".join(lines)
     assert any(line.startswith("poll timeout=") and " READ" in line for line in lines)
-    assert f"fd {listener._fd} accepted 127.0.0.1:" in text
+    assert "accepted 127.0.0.1:" in text
     assert "connected to 127.0.0.1:" in text
     assert "#1 connection_made peer=127.0.0.1:" in text
     assert "data in 6 bytes" in text
@@ -360,7 +360,9 @@ def test_debug_warns_about_unclosed_transports_at_close(
     run_until(r, lambda: r.stats()["connections"] == 1)
     r.close()
     messages = [rec.getMessage() for rec in caplog.records if rec.name == "reactor.debug"]
-    assert any("Listener" in m and "never closed" in m for m in messages)
+    # The listener is not reported: a reactor closing its listeners is a
+    # normal ending. A connection left open is.
+    assert not any("Listener" in m for m in messages)
     assert any("StreamTransport" in m and "never closed" in m for m in messages)
     client.close()
 

@@ -93,7 +93,7 @@ def test_stop_from_a_plain_signal_handler_wakes_the_loop(reactor: Reactor) -> No
     # A handler installed with signal.signal (not add_signal_handler) runs in
     # the loop's thread while poll() is interrupted; poll is then retried, so
     # stop() must wake it.
-    inner_poll = reactor._poller.poll
+    inner_poll = reactor._fds.poller.poll
     blocking = threading.Event()
 
     def spy_poll(timeout: float | None) -> list[tuple[int, int]]:
@@ -101,7 +101,7 @@ def test_stop_from_a_plain_signal_handler_wakes_the_loop(reactor: Reactor) -> No
             blocking.set()
         return inner_poll(timeout)
 
-    reactor._poller.poll = spy_poll  # type: ignore[method-assign]
+    reactor._fds.poller.poll = spy_poll  # type: ignore[method-assign]
 
     def handler(signum: int, frame: FrameType | None) -> None:
         reactor.stop()
@@ -156,8 +156,8 @@ def test_remove_restores_the_previous_handler(reactor: Reactor) -> None:
 def test_handler_not_installed_from_python_is_restored_as_default(reactor: Reactor) -> None:
     # signal.signal() returns None for a handler installed outside Python.
     reactor.add_signal_handler(SIGUSR2, print)
-    handle, _ = reactor._signal_handlers[SIGUSR2]
-    reactor._signal_handlers[SIGUSR2] = (handle, None)
+    callback, args, _ = reactor._signals.handlers[SIGUSR2]
+    reactor._signals.handlers[SIGUSR2] = (callback, args, None)
     reactor.remove_signal_handler(SIGUSR2)
     assert signal.getsignal(SIGUSR2) is signal.SIG_DFL
 
@@ -165,14 +165,14 @@ def test_handler_not_installed_from_python_is_restored_as_default(reactor: React
 def test_remove_restores_the_wakeup_fd(reactor: Reactor) -> None:
     original = current_wakeup_fd()
     reactor.add_signal_handler(SIGUSR1, print)
-    assert reactor._signal_wsock is not None
-    assert current_wakeup_fd() == reactor._signal_wsock.fileno()
+    assert reactor._signals.wsock is not None
+    assert current_wakeup_fd() == reactor._signals.wsock.fileno()
     reactor.add_signal_handler(SIGUSR2, print)
     reactor.remove_signal_handler(SIGUSR1)
-    assert current_wakeup_fd() == reactor._signal_wsock.fileno()  # one handler left
+    assert current_wakeup_fd() == reactor._signals.wsock.fileno()  # one handler left
     reactor.remove_signal_handler(SIGUSR2)
     assert current_wakeup_fd() == original
-    assert reactor._signal_sock is None
+    assert reactor._signals.rsock is None
 
 
 def test_remove_restores_a_custom_wakeup_fd(reactor: Reactor) -> None:
@@ -214,8 +214,8 @@ def test_two_reactors_removing_out_of_order(backend: str) -> None:
     try:
         a.add_signal_handler(SIGUSR1, print)
         b.add_signal_handler(SIGUSR2, print)
-        assert b._signal_wsock is not None
-        b_fd = b._signal_wsock.fileno()
+        assert b._signals.wsock is not None
+        b_fd = b._signals.wsock.fileno()
         # a goes first: b's wake-up fd stays in place.
         a.remove_signal_handler(SIGUSR1)
         assert current_wakeup_fd() == b_fd
@@ -248,7 +248,7 @@ def test_unhandled_signal_numbers_are_ignored(reactor: Reactor) -> None:
     assert got == ["usr1"]
     assert other == [SIGUSR2]
     # Spurious readiness is harmless.
-    reactor._read_signals()
+    reactor._signals._read()
 
 
 def test_add_signal_handler_from_another_thread_raises(reactor: Reactor) -> None:
@@ -268,7 +268,7 @@ def test_add_signal_handler_from_another_thread_raises(reactor: Reactor) -> None
     call(lambda: reactor.add_signal_handler(SIGUSR1, print))
     assert len(errors) == 1
     assert "add_signal_handler() must be called from the main thread" in str(errors[0])
-    assert reactor._signal_sock is None
+    assert reactor._signals.rsock is None
     reactor.add_signal_handler(SIGUSR1, print)
     call(lambda: reactor.remove_signal_handler(SIGUSR1))
     assert "remove_signal_handler() must be called from the main thread" in str(errors[1])
@@ -276,7 +276,7 @@ def test_add_signal_handler_from_another_thread_raises(reactor: Reactor) -> None
     call(reactor.close)
     assert "close() must be called from the main thread" in str(errors[2])
     assert not reactor.is_closed()
-    assert SIGUSR1 in reactor._signal_handlers
+    assert SIGUSR1 in reactor._signals.handlers
     # Removing what is not there is fine from anywhere.
     errors.clear()
     call(lambda: reactor.remove_signal_handler(SIGUSR2))
@@ -289,14 +289,14 @@ def test_add_signal_handler_from_another_thread_raises(reactor: Reactor) -> None
 def test_invalid_signals(reactor: Reactor, sig: Any) -> None:
     with pytest.raises(ValueError, match="not a valid signal"):
         reactor.add_signal_handler(sig, print)
-    assert reactor._signal_sock is None
+    assert reactor._signals.rsock is None
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP])
 def test_uncatchable_signals(reactor: Reactor, sig: int) -> None:
     with pytest.raises(ValueError, match="cannot be caught"):
         reactor.add_signal_handler(sig, print)
-    assert reactor._signal_sock is None
+    assert reactor._signals.rsock is None
 
 
 def test_signals_enum_is_accepted(reactor: Reactor) -> None:
@@ -314,8 +314,8 @@ def test_failure_to_install_rolls_back(reactor: Reactor, monkeypatch: pytest.Mon
         m.setattr(signal, "signal", refuse)
         with pytest.raises(OSError, match="refused"):
             reactor.add_signal_handler(SIGUSR1, print)
-    assert reactor._signal_sock is None
-    assert reactor._signal_handlers == {}
+    assert reactor._signals.rsock is None
+    assert reactor._signals.handlers == {}
     assert current_wakeup_fd() == original
     assert reactor.stats()["registered_fds"] == 1
     # With a handler already installed, a failure leaves that one alone.
@@ -324,24 +324,24 @@ def test_failure_to_install_rolls_back(reactor: Reactor, monkeypatch: pytest.Mon
         m.setattr(signal, "signal", refuse)
         with pytest.raises(OSError, match="refused"):
             reactor.add_signal_handler(SIGUSR2, print)
-    assert list(reactor._signal_handlers) == [SIGUSR1]
-    assert reactor._signal_sock is not None
+    assert list(reactor._signals.handlers) == [SIGUSR1]
+    assert reactor._signals.rsock is not None
 
 
 def test_failure_to_watch_the_signal_socket_rolls_back(reactor: Reactor) -> None:
     original = current_wakeup_fd()
-    inner_register = reactor._poller.register
+    inner_register = reactor._fds.poller.register
 
     def refuse(fd: int, events: int) -> None:
         raise OSError(22, "cannot watch")
 
-    reactor._poller.register = refuse  # type: ignore[method-assign]
+    reactor._fds.poller.register = refuse  # type: ignore[method-assign]
     try:
         with pytest.raises(OSError, match="cannot watch"):
             reactor.add_signal_handler(SIGUSR1, print)
     finally:
-        reactor._poller.register = inner_register  # type: ignore[method-assign]
-    assert reactor._signal_sock is None
+        reactor._fds.poller.register = inner_register  # type: ignore[method-assign]
+    assert reactor._signals.rsock is None
     assert current_wakeup_fd() == original
     assert signal.getsignal(SIGUSR1) is signal.SIG_DFL
 

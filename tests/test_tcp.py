@@ -27,8 +27,9 @@ from protocols.base import Factory, Protocol
 from reactor import Reactor
 from reactor import stream as stream_module
 from reactor.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER
+from reactor.sockets import bind_error as _bind_error
 from reactor.stream import StreamTransport
-from reactor.tcp import ACCEPTS_PER_EVENT, Listener, _bind_error
+from reactor.tcp import ACCEPTS_PER_EVENT, Listener
 from tests.conftest import make_reactor, run_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -274,7 +275,7 @@ def test_close_stops_accepting(reactor: Reactor) -> None:
     assert listener.closed
     assert "closed" in repr(listener)
     listener.close()  # a second close is harmless
-    assert listener not in reactor._resources
+    assert listener not in reactor.resources
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
@@ -295,7 +296,7 @@ def test_address_in_use_raises_a_clear_oserror(reactor: Reactor) -> None:
     assert f"cannot listen on 127.0.0.1:{listener.port}" in message
     assert "another program is listening there" in message
     # The failed attempt registered nothing and left no socket behind.
-    assert len(reactor._resources) == 1
+    assert len(reactor.resources) == 1
 
 
 def test_reuse_port_lets_two_listeners_share_a_port(reactor: Reactor) -> None:
@@ -444,7 +445,7 @@ def test_factory_returning_none_refuses_the_connection(reactor: Reactor) -> None
     run_until(reactor, peer.pump, what="refused connection closed")
     assert peer.received == b""
     assert listener.accepted == 1
-    assert not [r for r in reactor._resources if isinstance(r, StreamTransport)]
+    assert not [r for r in reactor.resources if isinstance(r, StreamTransport)]
 
 
 def test_factory_that_raises_is_logged_and_only_that_connection_closed(
@@ -575,7 +576,7 @@ def test_out_of_descriptors_sheds_pending_connections(
     shed = RawPeer(listener.port)
     run_until(reactor, shed.pump, what="the shed connection closed")
     assert listener.shed == 1
-    assert reactor._spare_fd >= 0  # re-reserved
+    assert listener._spare_fd >= 0  # re-reserved
     echo_roundtrip(reactor, keeper, b"existing connections are served")
     # A second exhaustion in the same episode is not logged again.
     flaky(monkeypatch, listener, errno.ENFILE)
@@ -617,7 +618,7 @@ def test_out_of_descriptors_without_a_spare_pauses_accepting(
     reactor: Reactor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     listener = reactor.listen_tcp(0, Echo)
-    monkeypatch.setattr(reactor, "_spare_fd_release", lambda: False)
+    monkeypatch.setattr(listener, "_spare_release", lambda: False)
     wrapper = flaky(monkeypatch, listener, errno.EMFILE)
     peer = RawPeer(listener.port)
     reactor.run_once(5.0)
@@ -639,7 +640,7 @@ def test_out_of_descriptors_when_shedding_fails_too(
     peer = RawPeer(listener.port)
     reactor.run_once(5.0)
     assert listener._paused_handle is not None
-    assert reactor._spare_fd >= 0  # the spare was taken back
+    assert listener._spare_fd >= 0  # the spare was taken back
     echo_roundtrip(reactor, peer, b"served after the pause")
     peer.close()
 
@@ -785,7 +786,7 @@ def test_close_is_idempotent_and_connection_lost_comes_from_the_loop(reactor: Re
     run_until(reactor, lambda: client.lost, what="connection_lost")
     assert client.lost == [None]
     assert t.get_extra_info("socket").fileno() == -1
-    assert t not in reactor._resources
+    assert t not in reactor.resources
     run_until(reactor, lambda: server.lost, what="server sees the close")
     assert server.calls[-2:] == ["eof_received", "connection_lost"]
     assert server.lost == [None]
@@ -944,14 +945,15 @@ def test_set_protocol_switches_who_gets_the_data(reactor: Reactor) -> None:
 def test_transport_repr(reactor: Reactor) -> None:
     _, server, client = connected_pair(reactor)
     t = client.transport
-    assert repr(t).startswith(f"<StreamTransport fd={t._fd} open peer=")
+    assert repr(t).startswith(f"<StreamTransport fd={t._fd} peer=")
+    assert repr(t).endswith(" open>")
     # Keep some data buffered so close() has to wait.
     t._buffer = deque([b"x"])
     t._buffer_size += 1
     t.close()
-    assert " closing " in repr(t)
+    assert repr(t).endswith(" closing>")
     t.abort()
-    assert " closed " in repr(t)
+    assert repr(t).endswith(" closed>")
     run_until(reactor, lambda: client.lost and server.lost, what="closed")
 
 
@@ -1332,7 +1334,7 @@ def test_exception_in_connection_lost_is_logged_and_the_socket_closed(
     run_until(reactor, lambda: calls, what="connection_lost")
     assert calls == [None]
     run_until(reactor, lambda: t.get_extra_info("socket").fileno() == -1, what="socket closed")
-    assert t not in reactor._resources
+    assert t not in reactor.resources
     assert any(r.levelno == logging.ERROR for r in caplog.records)
     client.lost.append(None)
     run_until(reactor, lambda: server.lost, what="the server sees the close")
@@ -1500,10 +1502,10 @@ def test_close_over_unread_input_does_not_reset_the_goodbye(reactor: Reactor) ->
     run_until(reactor, read, what="the client to see the end")
     assert bytes(received) == b"goodbye\n"
     assert ended == ["eof"]
-    assert reactor._lingering == 1  # the server waits for the client's FIN
+    assert len(reactor.resources.lingering) == 1  # the server waits for the client's FIN
     client.close()
-    run_until(reactor, lambda: reactor._lingering == 0, what="the linger to end")
-    assert not any(isinstance(r, StreamTransport) for r in reactor._resources)
+    run_until(reactor, lambda: len(reactor.resources.lingering) == 0, what="the linger to end")
+    assert not any(isinstance(r, StreamTransport) for r in reactor.resources)
     listener.close()
 
 
@@ -1511,8 +1513,8 @@ def test_linger_gives_up_after_its_time(reactor: Reactor, monkeypatch: pytest.Mo
     monkeypatch.setattr(stream_module, "LINGER_TIME", 0.05)
     listener = reactor.listen_tcp(0, _Goodbye)
     client = socket.create_connection(listener.address)  # never closes
-    run_until(reactor, lambda: reactor._lingering == 1, what="lingering")
-    run_until(reactor, lambda: reactor._lingering == 0, what="the linger to time out")
+    run_until(reactor, lambda: len(reactor.resources.lingering) == 1, what="lingering")
+    run_until(reactor, lambda: len(reactor.resources.lingering) == 0, what="the linger to time out")
     assert client.recv(100) == b"goodbye\n"
     client.close()
     listener.close()
@@ -1532,17 +1534,17 @@ def test_no_linger_after_abort_or_when_too_many(
     client2.transport.close()
     run_until(reactor, lambda: client2.lost, what="lost")
     assert client2.transport.get_extra_info("socket").fileno() == -1
-    assert reactor._lingering == 0
+    assert len(reactor.resources.lingering) == 0
 
 
 def test_reactor_close_ends_lingering_sockets(backend: str) -> None:
     reactor = make_reactor(backend)
     listener = reactor.listen_tcp(0, _Goodbye)
     client = socket.create_connection(listener.address)
-    run_until(reactor, lambda: reactor._lingering == 1, what="lingering")
-    lingering = [r for r in reactor._resources if isinstance(r, StreamTransport)]
+    run_until(reactor, lambda: len(reactor.resources.lingering) == 1, what="lingering")
+    lingering = [r for r in reactor.resources if isinstance(r, StreamTransport)]
     reactor.close()
-    assert reactor._lingering == 0
+    assert len(reactor.resources.lingering) == 0
     assert lingering[0].get_extra_info("socket").fileno() == -1
     client.close()
 
@@ -1552,7 +1554,7 @@ def test_read_size_grows_for_bulk_and_shrinks_back(reactor: Reactor) -> None:
     listener = reactor.listen_tcp(0, Echo)
     client = socket.create_connection(listener.address)
     run_until(reactor, lambda: reactor.stats()["connections"] == 1, what="accepted")
-    server = next(r for r in reactor._resources if isinstance(r, StreamTransport))
+    server = next(r for r in reactor.resources if isinstance(r, StreamTransport))
     assert server._read_size == stream_module._READ_SIZE
     client.sendall(os.urandom(stream_module._READ_SIZE * 4))  # more than one read's worth
     client.setblocking(False)
@@ -1607,14 +1609,14 @@ def test_listener_that_cannot_be_registered_leaks_nothing(
         opened.append(sock)
         return sock
 
-    before = set(reactor._resources)
-    monkeypatch.setattr(reactor, "_add_reader", refuse)
+    before = set(reactor.resources)
+    monkeypatch.setattr(reactor, "watch_read", refuse)
     monkeypatch.setattr(socket, "socket", recorded_socket)
     with pytest.raises(ValueError, match="FD_SETSIZE"):
         reactor.listen_tcp(0, StartingFactory())
     assert len(opened) == 1 and opened[0].fileno() == -1  # closed
     assert started == []
-    assert set(reactor._resources) == before
+    assert set(reactor.resources) == before
 
 
 def test_an_idle_connection_costs_about_a_kilobyte(reactor: Reactor) -> None:
@@ -1648,7 +1650,7 @@ def test_an_idle_connection_costs_about_a_kilobyte(reactor: Reactor) -> None:
             tracemalloc.stop()
         grown = sum(d.size_diff for d in after.compare_to(before, "filename"))
         per_connection = grown / count
-        transports = [r for r in reactor._resources if isinstance(r, StreamTransport)]
+        transports = [r for r in reactor.resources if isinstance(r, StreamTransport)]
         assert len(transports) == count
         assert all(t._buffer is None for t in transports)
         assert per_connection < 1_300, f"{per_connection:.0f} B per idle connection"

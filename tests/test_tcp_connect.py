@@ -12,6 +12,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
@@ -90,7 +91,7 @@ def addrinfo(port: int, host: str = "127.0.0.1") -> AddrInfo:
 def fake_resolver(
     monkeypatch: pytest.MonkeyPatch, reactor: Reactor, fn: Callable[..., AddrInfo]
 ) -> None:
-    monkeypatch.setattr(reactor, "_getaddrinfo", fn)
+    monkeypatch.setattr(reactor, "getaddrinfo", fn)
 
 
 # ---------------------------------------------------------------- success
@@ -122,7 +123,7 @@ def test_connect_calls_connection_made_then_on_connect(reactor: Reactor) -> None
     transport = connector.transport
     assert transport is not None
     assert transport is client.transport
-    assert connector not in reactor._resources
+    assert connector not in reactor.resources
     sock = transport.get_extra_info("socket")
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     assert transport.get_extra_info("peername") == ("127.0.0.1", listener.port)
@@ -203,7 +204,7 @@ def test_refused_is_reported_from_the_loop(
     assert factory.events == ["start", "failed", "stop"]
     assert connector.state == "failed"
     assert connector.reason is reason
-    assert connector not in reactor._resources
+    assert connector not in reactor.resources
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     # Cancelling a failed attempt reports nothing more.
     connector.cancel()
@@ -438,20 +439,21 @@ class BlockingResolver:
 def spy_on_thread_results(
     monkeypatch: pytest.MonkeyPatch, reactor: Reactor
 ) -> list[tuple[Any, BaseException | None]]:
-    """Record each worker-thread result as the loop delivers it to its callback."""
+    """Record each worker-thread result as it completes."""
     delivered: list[tuple[Any, BaseException | None]] = []
-    real = reactor._run_in_thread
+    real = reactor.run_in_thread
 
-    def run_in_thread(
-        fn: Callable[[], Any], done: Callable[[Any, BaseException | None], None]
-    ) -> None:
-        def recorded(result: Any, exc: BaseException | None) -> None:
-            done(result, exc)
-            delivered.append((result, exc))
+    def run_in_thread(fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future = real(fn, *args)
 
-        real(fn, recorded)
+        def recorded(done: Future[Any]) -> None:
+            exc = done.exception()
+            delivered.append((None if exc else done.result(), exc))
 
-    monkeypatch.setattr(reactor, "_run_in_thread", run_in_thread)
+        future.add_done_callback(recorded)
+        return future
+
+    monkeypatch.setattr(reactor, "run_in_thread", run_in_thread)
     return delivered
 
 
@@ -548,7 +550,7 @@ def test_reactor_close_cancels_pending_attempts(
 
 @pytest.mark.parametrize("code", [errno.ETIMEDOUT, errno.EHOSTUNREACH])
 def test_connect_error_types(reactor: Reactor, code: int) -> None:
-    from reactor.tcp import _connect_error
+    from reactor.sockets import connect_error as _connect_error
 
     error = _connect_error(code, "example", 7)
     assert error.errno == code
@@ -630,4 +632,4 @@ def test_no_local_port_is_a_failure_not_in_progress(
     [reason] = outcome.failures
     assert isinstance(reason, OSError) and reason.errno == code
     assert "no free local port" in str(reason)
-    assert connector not in reactor._resources
+    assert connector not in reactor.resources

@@ -370,22 +370,22 @@ def test_connect_udp_local_address(reactor: Reactor) -> None:
     run_until(reactor, lambda: client.datagrams, what="the echo")
     assert server.datagrams == [(b"hi", local)]
     # A local port that is taken: the error is raised and nothing leaks.
-    resources = len(reactor._resources)
+    resources = len(reactor.resources)
     with pytest.raises(OSError) as info:
         reactor.connect_udp(
             "127.0.0.1", _port(st), Recorder(), local_host="127.0.0.1", local_port=_port(st)
         )
     assert info.value.errno == errno.EADDRINUSE
-    assert len(reactor._resources) == resources
+    assert len(reactor.resources) == resources
 
 
 def test_listen_udp_port_in_use_is_a_clear_error(reactor: Reactor) -> None:
     st = reactor.listen_udp(0, Recorder())
-    resources = len(reactor._resources)
+    resources = len(reactor.resources)
     with pytest.raises(OSError, match=r"cannot bind UDP 127\.0\.0\.1:") as info:
         reactor.listen_udp(_port(st), Recorder())
     assert info.value.errno == errno.EADDRINUSE
-    assert len(reactor._resources) == resources
+    assert len(reactor.resources) == resources
 
 
 def test_ports_out_of_range_and_unresolvable_hosts(
@@ -393,7 +393,7 @@ def test_ports_out_of_range_and_unresolvable_hosts(
 ) -> None:
     # getaddrinfo() would wrap 70000 to 4464 and bind that.
     for port in (70000, -1):
-        with pytest.raises(ValueError, match="port must be 0-65535"):
+        with pytest.raises(ValueError, match=r"port must be (an int )?in 0-65535"):
             reactor.listen_udp(port, Recorder())
     made: list[socket.socket] = []
     real_socket = socket.socket
@@ -404,10 +404,9 @@ def test_ports_out_of_range_and_unresolvable_hosts(
         return sock
 
     monkeypatch.setattr(socket, "socket", recording_socket)
-    with pytest.raises(OverflowError):
+    with pytest.raises(ValueError, match=r"port must be in 0-65535"):
         reactor.connect_udp("127.0.0.1", 70000, Recorder())
-    assert len(made) == 1
-    assert made[0].fileno() == -1  # not leaked
+    assert made == []  # refused before any socket was made
 
     def no_such_host(*args: Any, **kwargs: Any) -> Any:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
@@ -416,7 +415,7 @@ def test_ports_out_of_range_and_unresolvable_hosts(
     with pytest.raises(OSError, match=r"cannot bind UDP no\.such\.host:0") as info:
         reactor.listen_udp(0, Recorder(), host="no.such.host")
     assert info.value.errno == errno.EINVAL
-    assert len(reactor._resources) == 0
+    assert len(reactor.resources) == 0
 
 
 def test_reuse_port_lets_two_endpoints_bind_the_same_port(reactor: Reactor) -> None:
@@ -502,7 +501,7 @@ def test_connection_lost_exactly_once(reactor: Reactor) -> None:
     assert proto.made == [t]
     assert repr(t).endswith(" closed>")
     assert t.get_extra_info("socket").fileno() == -1
-    assert t not in reactor._resources
+    assert t not in reactor.resources
 
 
 def test_abort_after_connection_lost_leaves_a_reused_fd_alone(reactor: Reactor) -> None:

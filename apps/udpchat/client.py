@@ -17,7 +17,7 @@ from typing import Any
 
 from apps.udpchat.wire import MAX_TEXT, Datagram, WireError, clean_text, encode, parse
 from protocols.base import DatagramProtocol
-from reactor.interfaces import Address
+from reactor import Address
 
 __all__ = ["ChatClient", "GapCounter", "LanPeer", "LineInput"]
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from apps.udpchat.wire import MAX_TEXT, Datagram, WireError, encode, encode_stats, parse
 from protocols.base import DatagramProtocol
-from reactor.interfaces import Address
+from reactor import Address
 
 __all__ = ["Peer", "RelayServer"]
 

@@ -1,0 +1,390 @@
+"""The Reactor users import: the loop core plus networking, signals and stats.
+
+:class:`~reactor.loop.EventLoop` knows no transport. This class is where the
+pieces meet, the way Twisted's ``posixbase`` assembles its reactor: each
+network method is a checked call into the module that owns that transport
+(``tcp.py``, ``unix.py``, ``udp.py``); signals come from ``signals.py``;
+trace mode swaps in tracing parts and debug mode a checking subclass, so
+neither costs anything when off.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypedDict, TypeVar
+
+from reactor import tcp, udp, unix
+from reactor.backends import Poller, make_poller
+from reactor.debug import debug_variant
+from reactor.interfaces import DatagramProtocolInterface, FactoryArg
+from reactor.loop import EventLoop
+from reactor.resources import ResourceTable
+from reactor.signals import SignalHandlers
+from reactor.stream import StreamTransport
+from reactor.tcp import Connector, Listener, TransportMaker
+from reactor.trace import (
+    TracingPoller,
+    TracingTimerQueue,
+    TracingTransportMaker,
+    enable_trace_output,
+)
+from reactor.udp import DatagramTransport
+from reactor.unix import UnixConnector, UnixListener
+
+__all__ = ["Reactor", "ReactorStats"]
+
+_T = TypeVar("_T")
+
+
+class ReactorStats(TypedDict):
+    """What :meth:`Reactor.stats` returns."""
+
+    backend: str
+    iterations: int
+    events: int
+    callbacks: int
+    timers_scheduled: int
+    timers_fired: int
+    timers_cancelled: int
+    timers_pending: int
+    registered_fds: int
+    connections: int
+    datagram_endpoints: int
+    listeners: int
+    lingering: int
+    resources: int
+    bytes_in: int
+    bytes_out: int
+    longest_iteration: float
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class Reactor(EventLoop):
+    """An event loop with TCP, Unix-socket and UDP transports, signals and stats.
+
+    Make as many as you like; each runs in one thread at a time.
+
+    Args:
+        backend: the readiness mechanism by name ("epoll", "kqueue", "poll",
+            "select") or a ready-made poller; by default ``$REACTOR_BACKEND``,
+            else the best one available.
+        trace: log one line per poll, connection event and timer
+            (default: ``$REACTOR_TRACE``).
+        debug: warn about slow callbacks, wrong-thread calls and connections
+            left open (default: ``$REACTOR_DEBUG``).
+        slow_callback_duration: in debug mode, callbacks and loop turns
+            slower than this many seconds are reported.
+    """
+
+    #: The resolver connect_tcp() runs in a worker thread (replace it on an
+    #: instance to fake DNS in tests); socket.getaddrinfo's signature.
+    getaddrinfo: Callable[..., list[tuple[Any, ...]]] = staticmethod(socket.getaddrinfo)
+
+    def __new__(cls, *args: Any, debug: bool | None = None, **kwargs: Any) -> Reactor:
+        if _env_flag("REACTOR_DEBUG") if debug is None else debug:
+            return super().__new__(debug_variant(cls))  # type: ignore[return-value]
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        backend: str | Poller | None = None,
+        *,
+        trace: bool | None = None,
+        debug: bool | None = None,
+        slow_callback_duration: float = 0.1,
+    ) -> None:
+        poller = make_poller(backend) if backend is None or isinstance(backend, str) else backend
+        self.backend: str = poller.name
+        """The name of the readiness backend in use."""
+        self.trace: bool = _env_flag("REACTOR_TRACE") if trace is None else trace
+        """Whether trace mode is on: one log line per poll, connection event and timer."""
+        self.debug: bool = _env_flag("REACTOR_DEBUG") if debug is None else debug
+        """Whether debug mode is on: warnings about slow callbacks and misuse."""
+        self.slow_callback_duration = slow_callback_duration
+        """In debug mode, callbacks and iterations slower than this (seconds) are logged."""
+        timers = None
+        # How listeners and connectors make transports: the class itself, or
+        # in trace mode tracing ones that also say how the connection began.
+        self._accepted: TransportMaker = StreamTransport
+        self._connected: TransportMaker = StreamTransport
+        if self.trace:
+            poller = TracingPoller(poller)
+            timers = TracingTimerQueue()
+            tracer = TracingTransportMaker()
+            self._accepted = tracer.maker("accepted")
+            self._connected = tracer.maker("connected to")
+            enable_trace_output()
+        self._resources = ResourceTable()
+        super().__init__(poller, timers)
+        self._signals = SignalHandlers(self)
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending_futures: set[Future[Any]] = set()  # run_from_thread's, not yet run
+        if self.debug:
+            self._slow_threshold = slow_callback_duration
+
+    @property
+    def resources(self) -> ResourceTable:
+        """What is open on this reactor: transports, listeners, connectors."""
+        return self._resources
+
+    # ---------------------------------------------------------------- networking
+
+    def listen_tcp(
+        self,
+        port: int,
+        factory: FactoryArg,
+        host: str | None = "127.0.0.1",
+        backlog: int = 1024,
+        reuse_port: bool = False,
+    ) -> Listener:
+        """Accept TCP connections on ``host:port``; each gets a protocol from ``factory``.
+
+        ``port=0`` picks a free port (read it from ``listener.port``); ``host``
+        may be IPv4 or IPv6, and None listens on every interface. ``factory`` is
+        a Factory (``build_protocol(addr)``) or a zero-argument callable such as
+        a Protocol class. Raises OSError with a clear message if the address is
+        in use, ValueError for a port outside 0-65535.
+        """
+        self._check_open()
+        return tcp.listen_tcp(self, port, factory, host, backlog, reuse_port, self._accepted)
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        factory: FactoryArg,
+        *,
+        timeout: float | None = 30.0,
+        on_connect: Callable[[Any], object] | None = None,
+        on_failure: Callable[[BaseException], object] | None = None,
+    ) -> Connector:
+        """Connect to ``host:port`` without blocking; returns a :class:`Connector`.
+
+        A host name is resolved in a worker thread. Success calls the
+        protocol's ``connection_made`` and then ``on_connect(protocol)``; a
+        failure (refused, timed out, name not found) goes to the factory's
+        ``client_connection_failed(connector, reason)`` and ``on_failure(reason)``.
+        Bad arguments (a port outside 0-65535, a protocol instance instead of
+        a class or factory) raise at the call instead.
+        """
+        self._check_open()
+        return tcp.connect_tcp(
+            self,
+            host,
+            port,
+            factory,
+            timeout=timeout,
+            on_connect=on_connect,
+            on_failure=on_failure,
+            make_transport=self._connected,
+        )
+
+    def listen_unix(self, path: str, factory: FactoryArg, backlog: int = 1024) -> UnixListener:
+        """Accept connections on the Unix socket ``path``, like :meth:`listen_tcp`.
+
+        A stale socket file left by a dead server is replaced; a path a live
+        server listens on is refused; the file is removed when the listener closes.
+        """
+        self._check_open()
+        return unix.listen_unix(self, path, factory, backlog, self._accepted)
+
+    def connect_unix(
+        self,
+        path: str,
+        factory: FactoryArg,
+        *,
+        timeout: float | None = 30.0,
+        on_connect: Callable[[Any], object] | None = None,
+        on_failure: Callable[[BaseException], object] | None = None,
+    ) -> UnixConnector:
+        """Connect to the Unix socket ``path``, like :meth:`connect_tcp`."""
+        self._check_open()
+        return unix.connect_unix(
+            self,
+            path,
+            factory,
+            timeout=timeout,
+            on_connect=on_connect,
+            on_failure=on_failure,
+            make_transport=self._connected,
+        )
+
+    def listen_udp(
+        self,
+        port: int,
+        protocol: DatagramProtocolInterface,
+        host: str | None = "127.0.0.1",
+        *,
+        broadcast: bool = False,
+        reuse_port: bool = False,
+    ) -> DatagramTransport:
+        """Bind a UDP endpoint; ``protocol.datagram_received(data, addr)`` gets each datagram.
+
+        ``protocol`` is an instance (one endpoint, one protocol).
+        ``connection_made`` runs on the next turn. ``broadcast`` sets
+        SO_BROADCAST; ``reuse_port`` lets several endpoints share the port.
+        """
+        self._check_open()
+        return udp.listen_udp(
+            self, port, protocol, host, broadcast=broadcast, reuse_port=reuse_port
+        )
+
+    def connect_udp(
+        self,
+        host: str,
+        port: int,
+        protocol: DatagramProtocolInterface,
+        *,
+        local_host: str | None = None,
+        local_port: int = 0,
+        broadcast: bool = False,
+    ) -> DatagramTransport:
+        """A UDP endpoint connected to ``host:port`` (an IP address).
+
+        ``sendto(data)`` needs no address, and an ICMP port-unreachable from the
+        peer reaches ``protocol.error_received``.
+        """
+        self._check_open()
+        return udp.connect_udp(
+            self,
+            host,
+            port,
+            protocol,
+            local_host=local_host,
+            local_port=local_port,
+            broadcast=broadcast,
+        )
+
+    # ------------------------------------------------------------------- threads
+
+    def run_in_thread(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
+        """Run blocking ``fn(*args)`` in a worker thread; returns its ``concurrent.futures.Future``.
+
+        To act on the result in the loop, hand it back with
+        ``future.add_done_callback(lambda f: reactor.call_from_thread(done, f))``.
+        """
+        self._check_open()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="reactor-worker")
+        return self._executor.submit(fn, *args)
+
+    def run_from_thread(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
+        """From another thread, run ``fn(*args)`` in the loop; returns a Future of its result.
+
+        The other thread may block on ``future.result()`` while the loop runs
+        (Twisted's ``blockingCallFromThread``). An exception goes to the future,
+        not to the exception sink; a reactor closed first cancels the future.
+        """
+        future: Future[_T] = Future()
+        pending = self._pending_futures
+
+        def run() -> None:
+            pending.discard(future)
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # delivered to the waiting thread
+                future.set_exception(exc)
+
+        pending.add(future)  # set.add is atomic: safe from any thread
+        try:
+            self.call_from_thread(run)
+        except BaseException:
+            pending.discard(future)
+            raise
+        return future
+
+    # ------------------------------------------------------------------- signals
+
+    def add_signal_handler(self, sig: int, callback: Callable[..., object], *args: Any) -> None:
+        """Run ``callback(*args)`` as an ordinary callback when signal ``sig`` arrives.
+
+        The C-level handler writes the signal number to a socket the loop
+        watches (``signal.set_wakeup_fd``). Main thread only (Python delivers
+        signals there). The previous wake-up fd and Python handler are
+        restored by :meth:`remove_signal_handler`.
+        """
+        self._check_open()
+        self._signals.add(sig, callback, args)
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        """Remove the handler for ``sig`` and restore what was there before.
+
+        Returns whether there was one. Main thread only.
+        """
+        return self._signals.remove(sig)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        """Release everything: open transports, listeners and connectors, signal
+        handlers, the backend, the waker and worker threads (a thread waiting on
+        a run_from_thread() future sees it cancelled). Not while running."""
+        if self._running:
+            raise RuntimeError("close() called while the reactor is running; stop() it first")
+        if self._closed:
+            return
+        if self._signals.handlers:
+            # Check before releasing anything, so a failed close() can be retried.
+            self._signals.close()
+        for resource in self._resources.all():
+            try:
+                resource.force_close()
+            except Exception as exc:
+                self._callback_error(resource, exc)
+        super().close()  # runs the connection_lost callbacks those closes queued
+        for future in list(self._pending_futures):
+            future.cancel()  # a thread may be waiting on it
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def stats(self) -> ReactorStats:
+        """Counters about this reactor, cheap enough to keep always on.
+
+        ``iterations`` (loop turns), ``events`` (readiness events dispatched),
+        ``callbacks`` (call_soon/timer/thread callbacks run), ``timers_scheduled``,
+        ``timers_fired``, ``timers_cancelled``, ``timers_pending``,
+        ``registered_fds``, ``connections`` (open stream connections),
+        ``datagram_endpoints``, ``listeners``, ``lingering`` (closed connections
+        waiting for the peer's FIN), ``resources`` (everything close() would
+        release), ``bytes_in``, ``bytes_out`` (stream payload bytes),
+        ``longest_iteration`` (seconds, the slowest turn's work, not counting
+        the wait in poll).
+        """
+        table = self._resources
+        kinds = {"connection": 0, "listener": 0, "datagram": 0, "connector": 0}
+        bytes_in = table.bytes_in_closed
+        bytes_out = table.bytes_out_closed
+        for resource in table.open:
+            kinds[resource.kind] += 1
+            if isinstance(resource, StreamTransport):
+                bytes_in += resource.bytes_received
+                bytes_out += resource.bytes_sent
+        timers = self._timers
+        return {
+            "backend": self.backend,
+            "iterations": self._iterations,
+            "events": self._events,
+            "callbacks": self._callbacks,
+            "timers_scheduled": timers.scheduled,
+            "timers_fired": timers.fired,
+            "timers_cancelled": timers.cancelled_total,
+            "timers_pending": len(timers),
+            "registered_fds": len(self._fds.registered),
+            "connections": kinds["connection"],
+            "datagram_endpoints": kinds["datagram"],
+            "listeners": kinds["listener"],
+            "lingering": len(table.lingering),
+            "resources": len(table),
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+            "longest_iteration": self._longest_iteration,
+        }
