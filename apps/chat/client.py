@@ -32,7 +32,7 @@ from typing import BinaryIO
 
 from apps._common import EXIT_ERROR, make_reactor
 from apps.chat import wire
-from protocols.framing import LineReceiver
+from protocols import LineReceiver
 from reactor import Reactor, TimerHandle
 
 __all__ = [

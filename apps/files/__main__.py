@@ -25,7 +25,7 @@ from apps._common import (
 )
 from apps.files.client import GetClient, ListClient, Outcome, stderr_progress
 from apps.files.server import FileServerFactory, FileService
-from protocols.policies import ConnectionLimiter
+from protocols import ConnectionLimiter
 from reactor import FactoryArg
 
 PROG = "reactor-files"

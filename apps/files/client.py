@@ -25,8 +25,7 @@ from apps.files.wire import (
     parse_list_entry,
     parse_response,
 )
-from protocols.framing import LineReceiver
-from protocols.policies import IdleTimeoutError, IdleTimeoutMixin
+from protocols import IdleTimeoutError, IdleTimeoutMixin, LineReceiver
 
 __all__ = ["GetClient", "ListClient", "Outcome", "Progress", "human_size", "part_path_for"]
 

@@ -22,12 +22,13 @@ import errno
 import hashlib
 import logging
 import os
-import queue
 import stat
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import Future
+from functools import partial
 from typing import Any, TypeVar
 
 from apps.files.wire import (
@@ -160,7 +161,7 @@ def list_files(root: str, limit: int = MAX_LIST) -> list[tuple[int, str]]:
 # ------------------------------------------------------------- worker threads
 
 
-_Job = tuple[Callable[[], Any], Callable[[Any, BaseException | None], object]]
+_Done = Callable[[Any, BaseException | None], object]
 
 
 class CancelledError(Exception):
@@ -168,57 +169,83 @@ class CancelledError(Exception):
 
 
 class Worker:
-    """Runs blocking jobs in a few daemon threads; each result comes back on the loop.
+    """Runs blocking jobs in the reactor's worker threads; each result comes back on the loop.
 
-    ``submit(fn, done)`` runs ``fn()`` in a thread, then ``done(result, None)``
-    or ``done(None, exc)`` through ``reactor.call_from_thread``. After
-    :meth:`close`, queued jobs are dropped and running ones see
-    :attr:`closed` set (long jobs check it and stop).
+    ``submit(fn, done)`` runs ``fn()`` with ``reactor.run_in_thread``, then
+    ``done(result, None)`` or ``done(None, exc)`` on the loop: the future's
+    done callback hands it over with ``reactor.call_from_thread``. The
+    worker owns no threads. It runs at most ``jobs`` jobs at once and keeps
+    the rest waiting here, so a few long hashes cannot take every one of the
+    reactor's threads. After :meth:`close`, waiting jobs are dropped, running
+    ones see :attr:`closed` set (long jobs check it and stop), and no more
+    results are delivered.
     """
 
-    def __init__(self, reactor: Any, threads: int = 2) -> None:
+    def __init__(self, reactor: Any, jobs: int = 2) -> None:
         self.reactor = reactor
-        self.max_threads = threads
+        self.max_jobs = jobs
         self.closed = threading.Event()
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
+        self._waiting: deque[tuple[Callable[[], Any], _Done, Callable[[], object] | None]] = deque()
+        self._running: set[Future[Any]] = set()
 
     def submit(
-        self, fn: Callable[[], T], done: Callable[[T | None, BaseException | None], object]
+        self,
+        fn: Callable[[], T],
+        done: Callable[[T | None, BaseException | None], object],
+        cleanup: Callable[[], object] | None = None,
     ) -> None:
-        """Run ``fn()`` in a worker thread; ``done(result, exc)`` runs on the loop after."""
+        """Run ``fn()`` in a worker thread; ``done(result, exc)`` runs on the loop after.
+
+        ``cleanup()``, if given, runs instead when ``fn`` will never run (the
+        worker or the reactor was closed first): for what ``fn`` would have released.
+        """
         if self.closed.is_set():
             raise RuntimeError("the worker is closed")
-        self._jobs.put((fn, done))
-        if len(self._threads) < self.max_threads:
-            thread = threading.Thread(target=self._run, name="files-worker", daemon=True)
-            self._threads.append(thread)
-            thread.start()
+        self._waiting.append((fn, done, cleanup))
+        self._start_waiting()
 
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None or self.closed.is_set():
-                return
-            fn, done = job
-            result: Any = None
-            error: BaseException | None = None
-            try:
-                result = fn()
-            except BaseException as exc:  # delivered to the loop, not lost in the thread
-                error = exc
-            if self.closed.is_set():
-                return
-            try:
-                self.reactor.call_from_thread(done, result, error)
-            except RuntimeError:  # the reactor is closed: nobody is waiting
-                return
+    def _start_waiting(self) -> None:
+        while self._waiting and len(self._running) < self.max_jobs:
+            fn, done, cleanup = self._waiting.popleft()
+            future = self.reactor.run_in_thread(fn)
+            self._running.add(future)
+            future.add_done_callback(partial(self._finished, done, cleanup))
+
+    def _finished(
+        self, done: _Done, cleanup: Callable[[], object] | None, future: Future[Any]
+    ) -> None:
+        """In the worker thread (or the loop's, if the job was already done)."""
+        if future.cancelled() and cleanup is not None:
+            cleanup()
+        if self.closed.is_set():
+            return
+        try:
+            self.reactor.call_from_thread(self._deliver, done, future)
+        except RuntimeError:  # the reactor is closed: nobody is waiting
+            pass
+
+    def _deliver(self, done: _Done, future: Future[Any]) -> None:
+        """On the loop: start the next job, then hand this one's outcome to ``done``."""
+        self._running.discard(future)
+        if self.closed.is_set():
+            return
+        self._start_waiting()
+        if future.cancelled():
+            done(None, CancelledError("the job was cancelled"))
+        elif (exc := future.exception()) is not None:
+            done(None, exc)
+        else:
+            done(future.result(), None)
 
     def close(self) -> None:
-        """Stop: running jobs are told (``closed``), queued ones dropped."""
+        """Stop: running jobs are told (``closed``), waiting ones dropped."""
         self.closed.set()
-        for _ in self._threads:
-            self._jobs.put(None)
+        waiting, self._waiting = self._waiting, deque()
+        for _, _, cleanup in waiting:
+            if cleanup is not None:
+                cleanup()
+        for future in list(self._running):
+            future.cancel()  # only if its thread has not started it yet
 
 
 _HashDone = Callable[[str | None, BaseException | None], object]
@@ -294,7 +321,7 @@ class HashCache:
             for callback in callbacks:
                 callback(digest, exc)
 
-        self.worker.submit(work, finished)
+        self.worker.submit(work, finished, cleanup=lambda: os.close(copy))
 
 
 def _hash_fd(fd: int, st: os.stat_result, cancelled: threading.Event) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apps.udpchat.wire import MAX_TEXT, Datagram, WireError, clean_text, encode, parse
-from protocols.base import DatagramProtocol
+from protocols import DatagramProtocol
 from reactor import Address
 
 __all__ = ["ChatClient", "GapCounter", "LanPeer", "LineInput"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apps.udpchat.wire import MAX_TEXT, Datagram, WireError, encode, encode_stats, parse
-from protocols.base import DatagramProtocol
+from protocols import DatagramProtocol
 from reactor import Address
 
 __all__ = ["Peer", "RelayServer"]
