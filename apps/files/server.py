@@ -40,9 +40,8 @@ from apps.files.wire import (
     format_ok,
     parse_request,
 )
-from protocols.framing import LineReceiver
-from protocols.policies import IdleTimeoutMixin
-from reactor.interfaces import Address
+from protocols import IdleTimeoutMixin, LineReceiver
+from reactor import Address
 
 __all__ = [
     "CHUNK",
