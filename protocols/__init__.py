@@ -2,15 +2,19 @@
 
 from protocols.base import ClientFactory, DatagramProtocol, Factory, Protocol
 from protocols.framing import (
+    ANY_NEWLINE,
+    FrameTooLongError,
+    FramingError,
     Int8Receiver,
     Int16Receiver,
     Int32Receiver,
     LengthPrefixedReceiver,
     LineReceiver,
+    LineTooLongError,
+    NetstringError,
     NetstringReceiver,
 )
 from protocols.policies import (
-    ClockLike,
     ConnectionLimiter,
     HeartbeatMixin,
     HeartbeatTimeoutError,
@@ -23,12 +27,14 @@ from protocols.policies import (
 from protocols.testing import Clock, MemoryTransport, Pump, connect_pair
 
 __all__ = [
+    "ANY_NEWLINE",
     "ClientFactory",
     "Clock",
-    "ClockLike",
     "ConnectionLimiter",
     "DatagramProtocol",
     "Factory",
+    "FrameTooLongError",
+    "FramingError",
     "HeartbeatMixin",
     "HeartbeatTimeoutError",
     "IdleTimeout",
@@ -39,7 +45,9 @@ __all__ = [
     "Int32Receiver",
     "LengthPrefixedReceiver",
     "LineReceiver",
+    "LineTooLongError",
     "MemoryTransport",
+    "NetstringError",
     "NetstringReceiver",
     "Protocol",
     "ProtocolWrapper",

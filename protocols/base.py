@@ -10,11 +10,24 @@ import logging
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from reactor.interfaces import Address, DatagramTransportInterface, TransportInterface
+from reactor import Address, DatagramTransportInterface, TransportInterface
 
 __all__ = ["ClientFactory", "DatagramProtocol", "Factory", "Protocol"]
 
 log = logging.getLogger("protocols")
+
+
+def _abort_with_reason(transport: Any, reason: BaseException) -> None:
+    """Abort ``transport`` so that ``connection_lost`` gets ``reason``.
+
+    The reactor's transports (and :class:`protocols.testing.MemoryTransport`)
+    take the reason; a transport whose ``abort()`` takes none (asyncio's)
+    gets a plain abort, and its ``connection_lost`` sees None.
+    """
+    try:
+        transport.abort(reason)
+    except TypeError:
+        transport.abort()
 
 
 class Protocol:

@@ -14,7 +14,9 @@ handler once per complete message, however the bytes were chunked:
 Each enforces a maximum message size, so a peer cannot make it buffer
 without bound: the buffer holds at most one maximal message (plus the chunk
 being parsed). A malformed or oversized message calls an overridable hook
-which by default logs the reason and closes that connection;
+which by default logs the reason once and aborts that connection with a
+:class:`FramingError` (:class:`LineTooLongError`, :class:`FrameTooLongError`
+or :class:`NetstringError`) that ``connection_lost`` receives;
 ``data_received`` itself never raises because of what the peer sent.
 
 Subclasses that define ``__init__`` must call ``super().__init__()``.
@@ -26,14 +28,19 @@ import logging
 import struct
 from typing import ClassVar
 
-from protocols.base import Protocol
+from protocols.base import Protocol, _abort_with_reason
 
 __all__ = [
+    "ANY_NEWLINE",
+    "FrameTooLongError",
+    "FramingError",
     "Int8Receiver",
     "Int16Receiver",
     "Int32Receiver",
     "LengthPrefixedReceiver",
     "LineReceiver",
+    "LineTooLongError",
+    "NetstringError",
     "NetstringReceiver",
 ]
 
@@ -41,6 +48,48 @@ log = logging.getLogger("protocols.framing")
 
 _MIB = 1 << 20
 _UNSIGNED_CODES = frozenset("BHILQ")
+
+
+class FramingError(ValueError):
+    """The peer broke the framing rules; the receiver ended the connection with this.
+
+    It is what ``connection_lost`` receives when a receiver's default error
+    hook aborts the connection. The subclasses say which rule was broken.
+    """
+
+
+class LineTooLongError(FramingError):
+    """A line was longer than the receiver's ``max_line_length``."""
+
+
+class FrameTooLongError(FramingError):
+    """A length prefix announced a frame over the receiver's ``max_frame_size``."""
+
+
+class NetstringError(FramingError):
+    """The stream is not valid netstrings (a bad length, a missing ``,``, a string too long)."""
+
+
+class _AnyNewline(bytes):
+    """The type of :data:`ANY_NEWLINE`: a delimiter value that asks for lenient line ends."""
+
+    def __repr__(self) -> str:
+        return "ANY_NEWLINE"
+
+
+ANY_NEWLINE: bytes = _AnyNewline(b"\r\n")
+"""The default :attr:`LineReceiver.delimiter`: lines may end with ``\\n`` or ``\\r\\n``.
+
+A received line ends at ``b"\\n"`` and one ``b"\\r"`` just before it is
+dropped; :meth:`LineReceiver.send_line` writes ``b"\\r\\n"``, which is also
+the value (``ANY_NEWLINE == b"\\r\\n"``). An explicit ``b"\\r\\n"`` is
+matched exactly instead.
+"""
+
+
+def _same_delimiter(a: bytes, b: bytes) -> bool:
+    """Equal and both lenient or both exact (``ANY_NEWLINE == b"\\r\\n"`` on its own)."""
+    return a == b and (type(a) is _AnyNewline) == (type(b) is _AnyNewline)
 
 
 class _BufferedReceiver(Protocol):
@@ -143,22 +192,35 @@ class _BufferedReceiver(Protocol):
         self._off = pos
         return 0
 
-    def _fail(self, reason: str) -> None:
-        """The default for the error hooks: log ``reason``, stop and close the connection."""
+    def _abort_framing(self, error: FramingError) -> None:
+        """The default for the error hooks: stop, log ``error`` once and abort with it.
+
+        The transport's ``abort(error)`` discards unsent output and hands
+        ``error`` to ``connection_lost``. (Not named ``_fail``: subclasses in
+        the wild use that name for their own purposes.)
+        """
         self._stop()
         transport = getattr(self, "transport", None)
         peer = transport.get_extra_info("peername") if transport is not None else None
-        log.warning("closing the connection to %s: %s", peer or "an unknown peer", reason)
+        log.warning("closing the connection to %s: %s", peer or "an unknown peer", error)
         if transport is not None:
-            transport.close()
+            _abort_with_reason(transport, error)
 
 
 class LineReceiver(_BufferedReceiver):
     """Delimiter-terminated lines, with a raw mode (Twisted's ``LineReceiver``).
 
-    Override :meth:`line_received`. ``delimiter`` (default ``b"\\r\\n"``) and
-    ``max_line_length`` (default 64 KiB, not counting the delimiter) are
-    class attributes; a longer line calls :meth:`line_length_exceeded`.
+    Override :meth:`line_received`. ``delimiter`` and ``max_line_length``
+    (default 64 KiB, not counting the line end) are class attributes; a
+    longer line calls :meth:`line_length_exceeded`.
+
+    By default (``delimiter = ANY_NEWLINE``) a line ends at ``b"\\n"`` and one
+    ``b"\\r"`` just before it is dropped, so peers that end lines with
+    ``\\n`` (``nc``, most scripts) and with ``\\r\\n`` (telnet, the Internet
+    protocols) both work; :meth:`send_line` ends lines with ``b"\\r\\n"``,
+    which every such reader accepts. Any other ``delimiter`` (including an
+    explicit ``b"\\r\\n"`` or ``b"\\n"``) is matched exactly, as it is
+    written, and is also what :meth:`send_line` writes.
 
     :meth:`set_raw_mode` makes the receiver hand bytes to
     :meth:`raw_data_received` as they come, instead of lines;
@@ -166,16 +228,17 @@ class LineReceiver(_BufferedReceiver):
     to the rest of the data already received.
     """
 
-    delimiter: bytes = b"\r\n"
+    delimiter: bytes = ANY_NEWLINE
     max_line_length: int = 65536
 
     def __init__(self) -> None:
         super().__init__()
         self._line_mode = True
-        # No delimiter starts before _scan (an offset in _buf): the search for
+        # No separator starts before _scan (an offset in _buf): the search for
         # one resumes there, so a long line arriving in pieces is scanned once.
+        # _scan_separator is the byte string that search was for.
         self._scan = 0
-        self._scan_delimiter = self.delimiter
+        self._scan_separator = b""
         self._discarding = False  # skipping the rest of an over-long line
 
     @property
@@ -194,11 +257,17 @@ class LineReceiver(_BufferedReceiver):
     def line_length_exceeded(self, line: bytes) -> None:
         """A line longer than ``max_line_length`` arrived; ``line`` is it, or its start.
 
-        By default the reason is logged and the connection closed. An
-        override that keeps the connection open gets the next lines: the
-        rest of the long line, up to its delimiter, is skipped.
+        By default the reason is logged and the connection aborted:
+        ``connection_lost`` gets a :class:`LineTooLongError`. An override
+        that keeps the connection open gets the next lines: the rest of the
+        long line, up to its delimiter, is skipped.
         """
-        self._fail(f"line longer than {self.max_line_length} bytes ({len(line)} received)")
+        self._abort_framing(
+            LineTooLongError(
+                f"line longer than {self.max_line_length} bytes ({len(line)} received); "
+                f"to accept longer lines, raise max_line_length on {type(self).__name__}"
+            )
+        )
 
     def set_raw_mode(self) -> None:
         """Deliver the following bytes to :meth:`raw_data_received`, unsplit."""
@@ -211,15 +280,26 @@ class LineReceiver(_BufferedReceiver):
             self.data_received(extra)
 
     def send_line(self, line: bytes) -> None:
-        """Write ``line`` followed by the delimiter.
+        """Write ``line`` followed by the delimiter (``b"\\r\\n"`` by default).
 
         Raises ValueError if ``line`` contains the delimiter (or ends with a
-        part of it that would complete one early): the peer would read more
-        than one line.
+        part of it that would complete one early), or with the default
+        delimiter if it contains ``b"\\n"``: the peer would read more than
+        one line.
         """
-        data = bytes(line) + self.delimiter
-        if data.find(self.delimiter) != len(line):
-            raise ValueError(f"line contains the delimiter {self.delimiter!r}")
+        delimiter = self.delimiter
+        data = bytes(line) + delimiter
+        if type(delimiter) is _AnyNewline:
+            if b"\n" in line:
+                raise ValueError(
+                    f"line contains b'\\n', which ends a line for the peer: "
+                    f"send it as separate lines ({bytes(line[:40])!r}...)"
+                )
+        elif data.find(delimiter) != len(line):
+            raise ValueError(
+                f"line contains the delimiter {delimiter!r}: the peer would read more than "
+                "one line; send it as separate lines"
+            )
         self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
@@ -248,18 +328,24 @@ class LineReceiver(_BufferedReceiver):
                     self.raw_data_received(data)
                     continue
                 delimiter = self.delimiter
-                size = len(delimiter)
+                # The separator searched for, and the most bytes a line end takes
+                # (an unterminated line is over the limit once it is longer than
+                # max_line_length plus all but one of them).
+                lenient = type(delimiter) is _AnyNewline
+                separator = b"\n" if lenient else bytes(delimiter)
+                size = len(separator)
+                end_size = 2 if lenient else size
                 start = pos
-                if self._scan > pos and delimiter == self._scan_delimiter:
+                if self._scan > pos and separator == self._scan_separator:
                     start = self._scan
-                end = buf.find(delimiter, start)
+                end = buf.find(separator, start)
                 if end < 0:
-                    # The last size - 1 bytes may begin a delimiter.
+                    # The last size - 1 bytes may begin a separator.
                     tail = max(pos, len(buf) - size + 1)
-                    self._scan, self._scan_delimiter = tail, delimiter
+                    self._scan, self._scan_separator = tail, separator
                     if self._discarding:
                         pos = tail
-                    elif len(buf) - pos >= self.max_line_length + size:
+                    elif len(buf) - pos >= self.max_line_length + end_size:
                         partial = bytes(buf[pos:])
                         pos = tail
                         self._discarding = True
@@ -270,10 +356,11 @@ class LineReceiver(_BufferedReceiver):
                 # handler that pauses after each line does not make us re-copy the
                 # whole buffer each time.
                 window = max(window, end + size - pos)
-                lines = bytes(buf[pos : pos + window]).split(delimiter)
+                lines = bytes(buf[pos : pos + window]).split(separator)
                 lines.pop()  # the incomplete rest: searched again from pos
-                for line in lines:
-                    pos += len(line) + size
+                for raw in lines:
+                    pos += len(raw) + size
+                    line = raw[:-1] if lenient and raw.endswith(b"\r") else raw
                     if self._discarding:
                         self._discarding = False
                     elif len(line) > self.max_line_length:
@@ -281,7 +368,11 @@ class LineReceiver(_BufferedReceiver):
                     else:
                         self.line_received(line)
                     # A handler may have paused, closed, switched mode or delimiter.
-                    if self._halted() or not self._line_mode or self.delimiter != delimiter:
+                    if (
+                        self._halted()
+                        or not self._line_mode
+                        or not _same_delimiter(self.delimiter, delimiter)
+                    ):
                         break
                 else:
                     window *= 2
@@ -325,9 +416,15 @@ class LengthPrefixedReceiver(_BufferedReceiver):
     def frame_length_exceeded(self, length: int) -> None:
         """The peer announced a frame of ``length`` bytes, over :attr:`frame_limit`.
 
-        By default the reason is logged and the connection closed.
+        By default the reason is logged and the connection aborted:
+        ``connection_lost`` gets a :class:`FrameTooLongError`.
         """
-        self._fail(f"frame of {length} bytes announced, the limit is {self.frame_limit}")
+        self._abort_framing(
+            FrameTooLongError(
+                f"frame of {length} bytes announced, the limit is {self.frame_limit} bytes; "
+                f"to accept bigger frames, raise max_frame_size on {type(self).__name__}"
+            )
+        )
 
     def send_frame(self, data: bytes) -> None:
         """Write ``data`` with its length prefix; ValueError if over :attr:`frame_limit`."""
@@ -398,8 +495,12 @@ class NetstringReceiver(_BufferedReceiver):
         raise NotImplementedError(f"{type(self).__name__} must override string_received()")
 
     def netstring_error(self, reason: str) -> None:
-        """The stream is not valid netstrings; by default log ``reason`` and close."""
-        self._fail(f"invalid netstring: {reason}")
+        """The stream is not valid netstrings.
+
+        By default ``reason`` is logged and the connection aborted:
+        ``connection_lost`` gets a :class:`NetstringError` saying why.
+        """
+        self._abort_framing(NetstringError(f"invalid netstring: {reason}"))
 
     def send_string(self, data: bytes) -> None:
         """Write ``data`` as a netstring; ValueError if over ``max_frame_size``."""
@@ -429,7 +530,11 @@ class NetstringReceiver(_BufferedReceiver):
                         return self._error(f"the length {field!r} has a leading zero")
                     if colon < 0:
                         if len(field) > digits:
-                            return self._error(f"the length field is longer than {digits} digits")
+                            return self._error(
+                                f"the length field is longer than {digits} digits, so over "
+                                f"the limit of {self.max_frame_size} bytes; to accept longer "
+                                f"strings, raise max_frame_size on {type(self).__name__}"
+                            )
                         break
                     if not field:
                         return self._error("the length is empty")
@@ -437,7 +542,8 @@ class NetstringReceiver(_BufferedReceiver):
                     if length > self.max_frame_size:
                         return self._error(
                             f"a string of {length} bytes is over the limit of "
-                            f"{self.max_frame_size} bytes"
+                            f"{self.max_frame_size} bytes; to accept longer strings, "
+                            f"raise max_frame_size on {type(self).__name__}"
                         )
                     self._length = length
                     pos = colon + 1

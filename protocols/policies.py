@@ -10,9 +10,11 @@ Each policy comes in the form that fits it:
 * :class:`ConnectionLimiter`: a factory wrapper that caps connections in
   total and per peer IP address.
 
-They need a clock: anything with ``time()``, ``call_later()``, ``call_at()``
-and ``call_every()``, i.e. a :class:`reactor.Reactor` or, in tests, the fake
-:class:`protocols.testing.Clock`.
+They need a clock: a ``reactor.Clock`` (``time()``, ``call_soon()``,
+``call_later()``, ``call_at()``, ``call_every()``), i.e. a
+:class:`reactor.Reactor` or, in tests, the fake :class:`protocols.testing.Clock`.
+Left unset, it is the reactor the connection runs on (what the transport
+answers to ``get_extra_info("reactor")``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
-from typing import Protocol as TypingProtocol
 
-from reactor.interfaces import Address, FactoryArg, ProtocolInterface
-from reactor.tcp import build_protocol
-from reactor.timers import PeriodicCall, TimerHandle
+from protocols.base import _abort_with_reason
+from reactor import (
+    Address,
+    Clock,
+    FactoryArg,
+    PeriodicCall,
+    ProtocolInterface,
+    TimerHandle,
+    build_protocol,
+)
 
 __all__ = [
     "ClockLike",
@@ -41,17 +49,25 @@ __all__ = [
 log = logging.getLogger("protocols.policies")
 
 
-class ClockLike(TypingProtocol):
-    """The timer API the policies use (the reactor's, or the fake clock's)."""
+#: The old name of :class:`reactor.Clock`, kept because the documentation's
+#: examples (``docs/examples``) still import it; new code should use
+#: ``from reactor import Clock``.
+ClockLike = Clock
 
-    def time(self) -> float: ...
-    def call_later(
-        self, delay: float, callback: Callable[..., object], *args: Any
-    ) -> TimerHandle: ...
-    def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> TimerHandle: ...
-    def call_every(
-        self, interval: float, callback: Callable[..., object], *args: Any, now: bool = False
-    ) -> PeriodicCall: ...
+
+def _clock_for(owner: object, transport: Any) -> Clock:
+    """``owner.clock`` if set, else the reactor ``transport`` runs on; else a clear error."""
+    clock: Clock | None = getattr(owner, "clock", None)
+    if clock is None and transport is not None:
+        clock = transport.get_extra_info("reactor")
+    if clock is None:
+        name = type(owner).__name__
+        raise RuntimeError(
+            f"{name} has no clock: set {name}.clock (a reactor.Clock, usually the reactor, "
+            "or protocols.testing.Clock in tests) before connection_made; it defaults to the "
+            "transport's get_extra_info('reactor'), which this transport does not provide"
+        )
+    return clock
 
 
 class IdleTimeoutError(TimeoutError):
@@ -131,7 +147,7 @@ class _IdleTimer:
 
     def __init__(
         self,
-        clock: ClockLike,
+        clock: Clock,
         timeout: float,
         expire: Callable[[], object],
     ) -> None:
@@ -163,11 +179,16 @@ class _IdleTimer:
 class IdleTimeoutMixin:
     """Mixin: close the connection after ``idle_timeout`` seconds of silence.
 
-    Put it before your protocol base class and set ``clock`` (usually the
-    reactor) before ``connection_made``, e.g. in the factory::
+    Put it before your protocol base class::
 
         class Session(IdleTimeoutMixin, LineReceiver):
             idle_timeout = 300.0
+
+    The timer runs on ``clock``: set it before ``connection_made`` (e.g. to a
+    fake :class:`protocols.testing.Clock` in a test), or leave it unset to use
+    the reactor the connection runs on (the transport's
+    ``get_extra_info("reactor")``; ``connection_made`` then sets ``clock``).
+    With neither, ``connection_made`` raises RuntimeError.
 
     Traffic in either direction re-arms it: ``data_received`` is watched, and
     ``self.transport`` is a proxy that notes each write. Before closing,
@@ -182,7 +203,7 @@ class IdleTimeoutMixin:
     """
 
     idle_timeout: float | None = 60.0
-    clock: ClockLike
+    clock: Clock
     transport: Any
     _idle: _IdleTimer | None = None
     idle_reason: IdleTimeoutError | None = None
@@ -190,6 +211,7 @@ class IdleTimeoutMixin:
 
     def connection_made(self, transport: Any) -> None:
         if self.idle_timeout is not None:
+            self.clock = _clock_for(self, transport)
             self._idle = _IdleTimer(self.clock, self.idle_timeout, self._idle_expired)
             transport = WrappingTransport(transport, self._idle.touch)
         super().connection_made(transport)  # type: ignore[misc]
@@ -228,13 +250,15 @@ class IdleTimeout(ProtocolWrapper):
 
     ``IdleTimeout(protocol, clock, 30.0)`` closes the connection after 30 s
     with no traffic either way; ``on_timeout(wrapper)``, if given, runs first
-    and may close the connection itself (or send a last message).
+    and may close the connection itself (or send a last message). With
+    ``clock=None`` the timer runs on the reactor the connection runs on (the
+    transport's ``get_extra_info("reactor")``).
     """
 
     def __init__(
         self,
         wrapped: ProtocolInterface,
-        clock: ClockLike,
+        clock: Clock | None,
         timeout: float,
         on_timeout: Callable[[IdleTimeout], object] | None = None,
     ) -> None:
@@ -248,6 +272,7 @@ class IdleTimeout(ProtocolWrapper):
         self._reason: BaseException | None = None
 
     def connection_made(self, transport: Any) -> None:
+        self.clock = _clock_for(self, transport)
         self._idle = _IdleTimer(self.clock, self.timeout, self._expired)
         super().connection_made(WrappingTransport(transport, self._idle.touch))
 
@@ -283,13 +308,18 @@ class HeartbeatMixin:
     (e.g. ``self.send_line(b"PING")``) and call :meth:`pong_received` when the
     answer arrives. After ``heartbeat_misses`` intervals without an answer the
     connection is closed and ``connection_lost`` gets a
-    :class:`HeartbeatTimeoutError` saying so. Set ``clock`` before
-    ``connection_made``; :meth:`heartbeat_failed` may be overridden.
+    :class:`HeartbeatTimeoutError` saying so. :meth:`heartbeat_failed` may be
+    overridden.
+
+    The pings run on ``clock``: set it before ``connection_made``, or leave it
+    unset to use the reactor the connection runs on (the transport's
+    ``get_extra_info("reactor")``); with neither, ``connection_made`` raises
+    RuntimeError.
     """
 
     heartbeat_interval: float = 10.0
     heartbeat_misses: int = 3
-    clock: ClockLike
+    clock: Clock
     transport: Any
     _heartbeat: PeriodicCall | None = None
     _unanswered = 0
@@ -297,14 +327,16 @@ class HeartbeatMixin:
     """The :class:`HeartbeatTimeoutError` once the peer was declared dead, else None."""
 
     def connection_made(self, transport: Any) -> None:
+        self.clock = _clock_for(self, transport)
         super().connection_made(transport)  # type: ignore[misc]
         self.start_heartbeat()
 
     def start_heartbeat(self) -> None:
         """Start pinging (called by connection_made; call again after stop_heartbeat)."""
         if self._heartbeat is None:
+            clock = _clock_for(self, getattr(self, "transport", None))
             self._unanswered = 0
-            self._heartbeat = self.clock.call_every(self.heartbeat_interval, self._heartbeat_tick)
+            self._heartbeat = clock.call_every(self.heartbeat_interval, self._heartbeat_tick)
 
     def stop_heartbeat(self) -> None:
         """Stop pinging (the connection stays open)."""
@@ -341,9 +373,9 @@ class HeartbeatMixin:
         the classes after it.
         """
         log.info("%s", self.heartbeat_reason)
-        try:
-            self.transport.abort(self.heartbeat_reason)
-        except TypeError:
+        if self.heartbeat_reason is not None:
+            _abort_with_reason(self.transport, self.heartbeat_reason)
+        else:  # only if a subclass calls this hook itself
             self.transport.abort()
 
     def connection_lost(self, exc: BaseException | None) -> None:

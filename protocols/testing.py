@@ -21,9 +21,18 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from reactor.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, resolve_limits
-from reactor.interfaces import Address, ProtocolInterface
-from reactor.timers import Handle, PeriodicCall, TimerHandle, TimerQueue
+from reactor import (
+    DEFAULT_HIGH_WATER,
+    DEFAULT_LOW_WATER,
+    Address,
+    Handle,
+    PeriodicCall,
+    ProtocolInterface,
+    TimerHandle,
+    TimerQueue,
+    resolve_limits,
+)
+from reactor import Clock as ClockInterface
 
 __all__ = ["Clock", "MemoryTransport", "Pump", "connect_pair"]
 
@@ -67,6 +76,11 @@ class MemoryTransport:
     the write buffer (``get_write_buffer_size()``), ``pause_writing`` is
     called when the buffer grows past the high-water mark, and
     :meth:`drain` plays the peer catching up.
+
+    ``clock`` (e.g. a fake :class:`Clock`) plays the reactor the connection
+    runs on: ``get_extra_info("reactor")`` answers it, so protocols that
+    default their timers to the transport's reactor (the idle timeout and
+    heartbeat policies) use it.
     """
 
     def __init__(
@@ -77,11 +91,19 @@ class MemoryTransport:
         socket: Any = None,
         extra: Mapping[str, Any] | None = None,
         stalled: bool = False,
+        clock: ClockInterface | None = None,
     ) -> None:
         self._extra: dict[str, Any] = dict(extra or {})
-        for name, value in (("peername", peername), ("sockname", sockname), ("socket", socket)):
+        for name, value in (
+            ("peername", peername),
+            ("sockname", sockname),
+            ("socket", socket),
+            ("reactor", clock),
+        ):
             if value is not None:
                 self._extra[name] = value
+        #: The clock given to the constructor (``get_extra_info("reactor")``), or None.
+        self.clock = clock
         self._protocol: ProtocolInterface | None = None
         self._connected = False
         self._closing = False
@@ -302,7 +324,10 @@ class MemoryTransport:
         return self._reading and not self._closing
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """``peername``, ``sockname``, ``socket`` or an ``extra`` key given to the constructor."""
+        """``peername``, ``sockname``, ``socket``, ``reactor`` (the ``clock``) or an ``extra`` key.
+
+        Each is what was given to the constructor; ``default`` if it was not.
+        """
         value = self._extra.get(name)
         return default if value is None else value
 
@@ -539,7 +564,8 @@ class Pump:
     move only in :meth:`flush`. A side that calls ``write_eof()`` or
     ``close()`` sends EOF to the other side once its buffer is sent; a side
     that aborts (or dies of an exception) resets the other side. A stalled
-    transport keeps its bytes until the test drains it.
+    transport keeps its bytes until the test drains it. ``clock``, if given,
+    is both transports' ``get_extra_info("reactor")``.
     """
 
     def __init__(
@@ -549,11 +575,16 @@ class Pump:
         *,
         client_address: Address = ("127.0.0.1", 50000),
         server_address: Address = ("127.0.0.1", 8000),
+        clock: ClockInterface | None = None,
     ) -> None:
         self.client = client
         self.server = server
-        self.client_transport = MemoryTransport(peername=server_address, sockname=client_address)
-        self.server_transport = MemoryTransport(peername=client_address, sockname=server_address)
+        self.client_transport = MemoryTransport(
+            peername=server_address, sockname=client_address, clock=clock
+        )
+        self.server_transport = MemoryTransport(
+            peername=client_address, sockname=server_address, clock=clock
+        )
         # What each direction has told the receiving side: "", "eof" or "reset".
         self._ended = {"to_server": "", "to_client": ""}
         self.server_transport.connect(server)
@@ -597,6 +628,11 @@ class Pump:
         return len(data), bool(data)
 
 
-def connect_pair(client: ProtocolInterface, server: ProtocolInterface) -> Pump:
-    """Connect ``client`` to ``server`` in memory; call ``pump.flush()`` to move bytes."""
-    return Pump(client, server)
+def connect_pair(
+    client: ProtocolInterface, server: ProtocolInterface, *, clock: ClockInterface | None = None
+) -> Pump:
+    """Connect ``client`` to ``server`` in memory; call ``pump.flush()`` to move bytes.
+
+    ``clock`` is what both transports answer to ``get_extra_info("reactor")``.
+    """
+    return Pump(client, server, clock=clock)

@@ -12,11 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocols.framing import (
+    ANY_NEWLINE,
+    FrameTooLongError,
+    FramingError,
     Int8Receiver,
     Int16Receiver,
     Int32Receiver,
     LengthPrefixedReceiver,
     LineReceiver,
+    LineTooLongError,
+    NetstringError,
     NetstringReceiver,
 )
 from protocols.testing import MemoryTransport
@@ -157,10 +162,85 @@ def test_a_delimiter_split_across_chunks() -> None:
     assert proto.lines == [b"ab", b"cd", b"\r"]
 
 
-def test_a_lone_cr_or_lf_is_part_of_the_line() -> None:
+def test_by_default_lines_end_at_lf_or_crlf() -> None:
     proto = Lines()
-    connect(proto).feed(b"a\nb\rc\r\n")
-    assert proto.lines == [b"a\nb\rc"]
+    transport = connect(proto)
+    transport.feed(b"a\nb\rc\r\nd\r\r\n\n\r\n")
+    # One "\r" before the "\n" is dropped; a lone "\r" is part of the line.
+    assert proto.lines == [b"a", b"b\rc", b"d\r", b"", b""]
+    for chunk in single_bytes(b"nc\nstyle\r\n"):
+        transport.feed(chunk)
+    assert proto.lines[-2:] == [b"nc", b"style"]
+    assert proto.buffer_size == 0
+
+
+def test_an_lf_terminated_client_gets_replies() -> None:
+    class Upper(LineReceiver):
+        def line_received(self, line: bytes) -> None:
+            self.send_line(line.upper())
+
+    proto = Upper()
+    transport = connect(proto)
+    transport.feed(b"hello\n")  # what nc sends
+    assert transport.value() == b"HELLO\r\n"
+
+
+def test_the_default_delimiter_is_any_newline_and_sends_crlf() -> None:
+    assert LineReceiver.delimiter is ANY_NEWLINE
+    assert ANY_NEWLINE == b"\r\n"
+    assert repr(ANY_NEWLINE) == "ANY_NEWLINE"
+
+
+def test_an_explicit_crlf_delimiter_is_exact() -> None:
+    class Strict(Lines):
+        delimiter = b"\r\n"
+
+    proto = Strict()
+    connect(proto).feed(b"a\nb\rc\r\nd\r\r\n")
+    assert proto.lines == [b"a\nb\rc", b"d\r"]
+
+
+def test_an_explicit_lf_delimiter_keeps_the_cr() -> None:
+    class Unix(Lines):
+        delimiter = b"\n"
+
+    proto = Unix()
+    transport = connect(proto)
+    transport.feed(b"a\r\nb\n")
+    assert proto.lines == [b"a\r", b"b"]
+    proto.send_line(b"x\ry")
+    assert transport.value() == b"x\ry\n"
+
+
+def test_switching_between_any_newline_and_an_explicit_crlf_mid_chunk() -> None:
+    proto = Lines()
+    transport = connect(proto)
+
+    def switch(line: bytes) -> None:
+        if line == b"STRICT":
+            proto.delimiter = b"\r\n"  # equal to ANY_NEWLINE, but exact
+        elif line == b"LENIENT":
+            proto.delimiter = ANY_NEWLINE
+
+    proto.on_line = switch
+    transport.feed(b"STRICT\na\nb\r\nLENIENT\r\nc\nd\r\n")
+    assert proto.lines == [b"STRICT", b"a\nb", b"LENIENT", b"c", b"d"]
+
+
+def test_any_newline_measures_lines_without_the_cr() -> None:
+    class Short(Lines):
+        max_line_length = 5
+
+    proto = Short()
+    transport = connect(proto)
+    transport.feed(b"12345\r\n12345\n")
+    assert proto.lines == [b"12345", b"12345"]
+    transport.feed(b"12345\r")  # max + "\r": maybe a line of exactly the maximum
+    assert not transport.closed
+    transport.feed(b"\n")
+    assert proto.lines == [b"12345"] * 3
+    transport.feed(b"123456\n")
+    assert transport.closed
 
 
 @pytest.mark.parametrize("delimiter", [b"\n", b"\0", b"<END>", b"aab"])
@@ -189,7 +269,10 @@ def test_overlapping_delimiter_is_found_leftmost() -> None:
 
 
 def test_changing_the_delimiter_between_chunks_rescans() -> None:
-    proto = Lines()
+    class Strict(Lines):
+        delimiter = b"\r\n"
+
+    proto = Strict()
     transport = connect(proto)
     transport.feed(b"ab\n\n")
     proto.delimiter = b"\n\n\n"
@@ -250,8 +333,8 @@ def test_a_lenient_receiver_skips_long_lines() -> None:
     transport.feed(b"abc\r\ntoo long\r\nx\r\n")
     transport.feed(b"0123456789")  # reported as soon as it is too long
     assert proto.events[-1] == ("long", b"")
-    transport.feed(b"more of the same\r")  # discarded, except a possible "\r"
-    assert proto.buffer_size == 1
+    transport.feed(b"more of the same\r")  # discarded: only a "\n" can end it
+    assert proto.buffer_size == 0
     transport.feed(b"\nyes\r\n")
     assert proto.lines == [b"abc", b"x", b"yes"]
     assert [kind for kind, _ in proto.events] == ["line", "long", "line", "long", "line"]
@@ -447,10 +530,12 @@ def test_send_line() -> None:
     transport = connect(proto)
     proto.send_line(b"hello")
     proto.send_line(b"")
-    assert transport.value() == b"hello\r\n\r\n"
-    with pytest.raises(ValueError, match="delimiter"):
-        proto.send_line(b"a\r\nb")
-    assert transport.value() == b"hello\r\n\r\n"
+    proto.send_line(b"lone\rcr\r")  # read back as it was, by CRLF and by lenient readers
+    assert transport.value() == b"hello\r\n\r\nlone\rcr\r\r\n"
+    for bad in (b"a\r\nb", b"a\nb", b"a\n"):
+        with pytest.raises(ValueError, match="line contains b'\\\\n'"):
+            proto.send_line(bad)
+    assert transport.value() == b"hello\r\n\r\nlone\rcr\r\r\n"
 
 
 def test_send_line_refuses_a_line_that_would_end_early() -> None:
@@ -490,6 +575,67 @@ def test_a_handler_exception_goes_to_the_transport(caplog: pytest.LogCaptureFixt
     assert transport.lost
     assert "handler bug" in caplog.text
     assert proto.buffer_size == 0
+
+
+class Ending(Lines):
+    """Records the reason ``connection_lost`` is given."""
+
+    max_line_length = 5
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reasons: list[BaseException | None] = []
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.reasons.append(exc)
+        super().connection_lost(exc)
+
+
+def test_a_long_line_ends_the_connection_with_line_too_long_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proto = Ending()
+    transport = connect(proto)
+    transport.write(b"unsent")  # an abort discards it
+    transport.stalled = True
+    transport.write(b"stalled")
+    with caplog.at_level(logging.WARNING, logger="protocols.framing"):
+        transport.feed(b"123456\n")
+    assert transport.aborted
+    [reason] = proto.reasons
+    assert isinstance(reason, LineTooLongError)
+    assert isinstance(reason, FramingError)
+    assert isinstance(reason, ValueError)
+    assert "line longer than 5 bytes" in str(reason)
+    assert "raise max_line_length on Ending" in str(reason)
+    [record] = [r for r in caplog.records if r.name == "protocols.framing"]
+    assert str(reason) in record.getMessage()
+    assert transport.value() == b"unsent"
+
+
+def test_a_long_partial_line_ends_the_connection_with_line_too_long_error() -> None:
+    proto = Ending()
+    transport = connect(proto)
+    transport.feed(b"1234567")
+    [reason] = proto.reasons
+    assert isinstance(reason, LineTooLongError)
+    assert "7 received" in str(reason)
+
+
+class _ReasonlessAbort(MemoryTransport):
+    """A transport whose ``abort()`` takes no reason, like asyncio's."""
+
+    def abort(self) -> None:  # type: ignore[override]
+        super().abort()
+
+
+def test_a_transport_whose_abort_takes_no_reason_is_still_aborted() -> None:
+    proto = Ending()
+    transport = _ReasonlessAbort()
+    transport.connect(proto)
+    transport.feed(b"123456\n")
+    assert transport.aborted
+    assert proto.reasons == [None]
 
 
 # -- LengthPrefixedReceiver ----------------------------------------------------
@@ -553,6 +699,31 @@ def test_an_oversized_prefix_closes_before_the_body_arrives(
     assert transport.closed
     assert proto.buffer_size == 0
     assert "frame of 11 bytes announced, the limit is 10" in caplog.text
+
+
+def test_an_oversized_prefix_ends_the_connection_with_frame_too_long_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reasons: list[BaseException | None] = []
+
+    class Small(Frames16):
+        max_frame_size = 10
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            reasons.append(exc)
+            super().connection_lost(exc)
+
+    proto = Small()
+    transport = connect(proto)
+    with caplog.at_level(logging.WARNING, logger="protocols.framing"):
+        transport.feed(struct.pack("!H", 11))
+    assert transport.aborted
+    [reason] = reasons
+    assert isinstance(reason, FrameTooLongError)
+    assert isinstance(reason, FramingError)
+    assert "frame of 11 bytes announced, the limit is 10 bytes" in str(reason)
+    assert "raise max_frame_size on Small" in str(reason)
+    assert len([r for r in caplog.records if r.name == "protocols.framing"]) == 1
 
 
 def test_framing_stops_after_an_oversized_prefix_even_if_the_hook_does_not_close() -> None:
@@ -705,6 +876,41 @@ def test_netstring_error_closes_by_default(caplog: pytest.LogCaptureFixture) -> 
     assert "not a decimal number" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("stream", "reason"),
+    [
+        (b"x:", "not a decimal number"),
+        (b"1:ab", "expected ','"),
+        (b"11:", "over the limit of 10 bytes; to accept longer strings, raise max_frame_size"),
+        (b"100", "longer than 2 digits, so over the limit of 10 bytes"),
+    ],
+)
+def test_netstring_errors_end_the_connection_with_netstring_error(
+    stream: bytes, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    reasons: list[BaseException | None] = []
+
+    class Small(Strings):
+        max_frame_size = 10
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            reasons.append(exc)
+            super().connection_lost(exc)
+
+    proto = Small()
+    transport = connect(proto)
+    with caplog.at_level(logging.WARNING, logger="protocols.framing"):
+        transport.feed(stream)
+    assert transport.aborted
+    [error] = reasons
+    assert isinstance(error, NetstringError)
+    assert isinstance(error, FramingError)
+    assert str(error).startswith("invalid netstring: ")
+    assert reason in str(error)
+    [record] = [r for r in caplog.records if r.name == "protocols.framing"]
+    assert str(error) in record.getMessage()
+
+
 def test_netstring_small_maximum() -> None:
     proto = LenientStrings()
     proto.max_frame_size = 10
@@ -749,7 +955,11 @@ abc = st.lists(st.sampled_from(b"ab\r\n"), max_size=200).map(bytes)
 
 def reference_lines(stream: bytes, delimiter: bytes, max_length: int) -> list[tuple[str, bytes]]:
     """What a lenient LineReceiver reports for ``stream``, computed the obvious way."""
-    *lines, rest = stream.split(delimiter)
+    if delimiter is ANY_NEWLINE:
+        *lines, rest = stream.split(b"\n")
+        lines = [line.removesuffix(b"\r") for line in lines]
+    else:
+        *lines, rest = stream.split(delimiter)
     events = [("line", line) if len(line) <= max_length else ("long", b"") for line in lines]
     if len(rest) >= max_length + len(delimiter):
         events.append(("long", b""))
@@ -759,7 +969,7 @@ def reference_lines(stream: bytes, delimiter: bytes, max_length: int) -> list[tu
 @settings(deadline=None, max_examples=100)
 @given(
     stream=abc,
-    delimiter=st.sampled_from([b"\r\n", b"\n", b"a", b"aab", b"abab", b"\r\n\r\n"]),
+    delimiter=st.sampled_from([ANY_NEWLINE, b"\r\n", b"\n", b"a", b"aab", b"abab", b"\r\n\r\n"]),
     max_length=st.integers(0, 12),
     data=st.data(),
 )
@@ -778,15 +988,19 @@ def test_lines_do_not_depend_on_chunking(
 
 
 @settings(deadline=None, max_examples=60)
-@given(lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b""))), data=st.data())
-def test_sent_lines_are_received(lines: list[bytes], data: st.DataObject) -> None:
+@given(
+    lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b""))),
+    delimiter=st.sampled_from([ANY_NEWLINE, b"\n"]),
+    data=st.data(),
+)
+def test_sent_lines_are_received(lines: list[bytes], delimiter: bytes, data: st.DataObject) -> None:
     sender = Lines()
-    sender.delimiter = b"\n"
+    sender.delimiter = delimiter
     wire = connect(sender)
     for line in lines:
         sender.send_line(line)
     receiver = Lines()
-    receiver.delimiter = b"\n"
+    receiver.delimiter = delimiter
     transport = connect(receiver)
     for chunk in data.draw(chunked(wire.value())):
         transport.feed(chunk)
@@ -883,9 +1097,9 @@ def test_random_bytes_as_lines(stream: bytes, max_length: int, data: st.DataObje
     for chunk in data.draw(chunked(stream)):
         proto.data_received(chunk)
         assert proto.buffer_size <= max_length + 1
-    *lines, rest = stream.split(b"\r\n")
+    *lines, rest = stream.split(b"\n")
     expected = []
-    for line in lines:
+    for line in (line.removesuffix(b"\r") for line in lines):
         if len(line) > max_length:
             break
         expected.append(line)
@@ -897,7 +1111,7 @@ def test_random_bytes_as_lines(stream: bytes, max_length: int, data: st.DataObje
 @settings(deadline=None, max_examples=60)
 @given(
     stream=abc,
-    delimiter=st.sampled_from([b"\r\n", b"a", b"aab"]),
+    delimiter=st.sampled_from([ANY_NEWLINE, b"\r\n", b"a", b"aab"]),
     max_length=st.integers(0, 12),
     pauses=st.sets(st.integers(1, 60)),
     data=st.data(),

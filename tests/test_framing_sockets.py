@@ -14,11 +14,14 @@ import struct
 import pytest
 
 from protocols import (
+    FrameTooLongError,
     Int8Receiver,
     Int16Receiver,
     Int32Receiver,
     LengthPrefixedReceiver,
     LineReceiver,
+    LineTooLongError,
+    NetstringError,
     NetstringReceiver,
 )
 from reactor import Reactor
@@ -33,6 +36,23 @@ class LineEcho(LineReceiver):
 
     def line_received(self, line: bytes) -> None:
         self.send_line(line.upper())
+
+
+class DefaultLineEcho(LineReceiver):
+    """The default delimiter: lines end at ``\\n`` or ``\\r\\n``; replies end with ``\\r\\n``."""
+
+    max_line_length = 100
+
+    def __init__(self, lost: list[BaseException | None]) -> None:
+        super().__init__()
+        self.lost = lost
+
+    def line_received(self, line: bytes) -> None:
+        self.send_line(line.upper())
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.append(exc)
+        super().connection_lost(exc)
 
 
 class NetstringEcho(NetstringReceiver):
@@ -110,6 +130,60 @@ def test_line_receiver_over_tcp(reactor: Reactor) -> None:
     assert _read_until(reactor, good, 11) == b"STILL HERE\n"
     good.close()
     bad.close()
+
+
+def test_default_line_receiver_answers_lf_and_crlf_clients_over_tcp(reactor: Reactor) -> None:
+    lost: list[BaseException | None] = []
+    listener = reactor.listen_tcp(0, lambda: DefaultLineEcho(lost))
+    nc = socket.create_connection(listener.address)
+    _send_in_pieces(nc, b"hello\nfrom nc\n")  # what nc sends
+    assert _read_until(reactor, nc, 16) == b"HELLO\r\nFROM NC\r\n"
+    telnet = socket.create_connection(listener.address)
+    _send_in_pieces(telnet, b"hello\r\n")
+    assert _read_until(reactor, telnet, 7) == b"HELLO\r\n"
+    # An over-long line ends its connection, and connection_lost is told why.
+    nc.sendall(b"y" * 200)
+    _closed(reactor, nc)
+    run_until(reactor, lambda: lost, what="connection_lost")
+    [reason] = lost
+    assert isinstance(reason, LineTooLongError)
+    assert "max_line_length" in str(reason)
+    nc.close()
+    telnet.close()
+
+
+def test_framing_errors_reach_connection_lost_over_tcp(reactor: Reactor) -> None:
+    reasons: list[BaseException | None] = []
+
+    class Frames(Int16Receiver):
+        max_frame_size = 10
+
+        def frame_received(self, frame: bytes) -> None:
+            pass
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            reasons.append(exc)
+            super().connection_lost(exc)
+
+    class Strings(NetstringReceiver):
+        def string_received(self, data: bytes) -> None:
+            pass
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            reasons.append(exc)
+            super().connection_lost(exc)
+
+    frames = socket.create_connection(reactor.listen_tcp(0, Frames).address)
+    frames.sendall(struct.pack("!H", 11))
+    run_until(reactor, lambda: len(reasons) == 1, what="the frame receiver to give up")
+    strings = socket.create_connection(reactor.listen_tcp(0, Strings).address)
+    strings.sendall(b"1:ab")
+    run_until(reactor, lambda: len(reasons) == 2, what="the netstring receiver to give up")
+    assert isinstance(reasons[0], FrameTooLongError)
+    assert isinstance(reasons[1], NetstringError)
+    assert "expected ','" in str(reasons[1])
+    frames.close()
+    strings.close()
 
 
 @pytest.mark.parametrize(

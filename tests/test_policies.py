@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import socket
+import typing
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import protocols
+import reactor as reactor_package
 from protocols import Factory, Protocol
 from protocols.framing import LineReceiver
 from protocols.policies import (
+    ClockLike,
     ConnectionLimiter,
     HeartbeatMixin,
     HeartbeatTimeoutError,
@@ -170,6 +176,65 @@ def test_idle_wrapper_connection_lost_before_timeout_keeps_reason() -> None:
     assert clock.pending() == []
 
 
+class IdleNoClock(IdleTimeoutMixin, Recorder):
+    """An idle timeout with no ``clock`` set: it must come from the transport."""
+
+    idle_timeout = 10.0
+
+
+def test_idle_mixin_without_a_clock_uses_the_transports_reactor() -> None:
+    clock = Clock()
+    proto = IdleNoClock()
+    transport = MemoryTransport(clock=clock)
+    transport.connect(proto)
+    assert proto.clock is clock
+    clock.advance(9.9)
+    assert not transport.closed
+    clock.advance(0.2)
+    assert transport.lost
+    assert len(proto.lost) == 1
+    assert isinstance(proto.lost[0], IdleTimeoutError)
+
+
+def test_idle_mixin_with_no_clock_anywhere_says_to_set_clock() -> None:
+    proto = IdleNoClock()
+    transport = MemoryTransport()  # answers get_extra_info("reactor") with None
+    transport.connect(proto)  # the error is logged and ends the connection
+    assert transport.lost
+    [reason] = proto.lost
+    assert isinstance(reason, RuntimeError)
+    assert "IdleNoClock has no clock: set IdleNoClock.clock" in str(reason)
+
+
+def test_an_explicit_clock_wins_over_the_transports_reactor() -> None:
+    mine, theirs = Clock(), Clock()
+    proto = IdleEcho(mine)
+    transport = MemoryTransport(clock=theirs)
+    transport.connect(proto)
+    theirs.advance(100)
+    assert not transport.closed
+    mine.advance(100)
+    assert transport.lost
+
+
+def test_idle_wrapper_without_a_clock_uses_the_transports_reactor() -> None:
+    clock = Clock()
+    inner = Recorder()
+    wrapper = IdleTimeout(inner, None, 5.0)
+    transport = MemoryTransport(clock=clock)
+    transport.connect(wrapper)
+    clock.advance(5.0)
+    assert transport.lost
+    assert isinstance(inner.lost[0], IdleTimeoutError)
+
+    bare = MemoryTransport()
+    inner = Recorder()
+    bare.connect(IdleTimeout(inner, None, 5.0))
+    assert bare.lost
+    assert isinstance(inner.lost[0], RuntimeError)
+    assert "IdleTimeout has no clock" in str(inner.lost[0])
+
+
 def test_idle_timeout_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="positive"):
         IdleTimeout(Recorder(), Clock(), 0)
@@ -274,6 +339,50 @@ def test_heartbeat_send_ping_must_be_overridden() -> None:
     # The error surfaces from the timer (the fake clock propagates it).
     with pytest.raises(NotImplementedError, match="send_ping"):
         clock.advance(10)
+
+
+class PingerNoClock(HeartbeatMixin, LineReceiver):
+    heartbeat_interval = 1.0
+    heartbeat_misses = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost: list[BaseException | None] = []
+
+    def send_ping(self) -> None:
+        self.send_line(b"PING")
+
+    def line_received(self, line: bytes) -> None:
+        self.pong_received()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self.lost.append(exc)
+
+
+def test_heartbeat_without_a_clock_uses_the_transports_reactor() -> None:
+    clock = Clock()
+    proto = PingerNoClock()
+    transport = MemoryTransport(clock=clock)
+    transport.connect(proto)
+    assert proto.clock is clock
+    clock.advance(1.0)
+    assert transport.value() == b"PING\r\n"
+    clock.advance(1.0)
+    assert transport.aborted
+    assert isinstance(proto.lost[0], HeartbeatTimeoutError)
+
+
+def test_heartbeat_with_no_clock_anywhere_says_to_set_clock() -> None:
+    proto = PingerNoClock()
+    with pytest.raises(RuntimeError, match=r"set PingerNoClock\.clock"):
+        proto.start_heartbeat()  # before any connection: no transport to ask either
+    transport = MemoryTransport()
+    transport.connect(proto)
+    assert transport.lost
+    [reason] = proto.lost
+    assert isinstance(reason, RuntimeError)
+    assert "PingerNoClock has no clock" in str(reason)
 
 
 # ------------------------------------------------------------ connection limits
@@ -406,6 +515,22 @@ def test_idle_timeout_closes_a_real_connection(reactor: Reactor) -> None:
     client.close()
 
 
+def test_idle_timeout_without_a_clock_runs_on_the_connections_reactor(reactor: Reactor) -> None:
+    protos: list[RealIdle] = []
+
+    def make() -> RealIdle:
+        protos.append(RealIdle())  # no clock: the transport's reactor is used
+        return protos[-1]
+
+    listener = reactor.listen_tcp(0, make)
+    client = socket.create_connection(listener.address)
+    client.setblocking(False)
+    run_until(reactor, lambda: protos and protos[0].lost, what="the idle close")
+    assert protos[0].clock is reactor
+    assert isinstance(protos[0].lost[0], IdleTimeoutError)
+    client.close()
+
+
 def _peer_closed(sock: socket.socket) -> bool:
     try:
         return sock.recv(100) == b""
@@ -470,3 +595,34 @@ def _count_refused(clients: list[socket.socket], refused: list[socket.socket]) -
         if data.startswith(b"busy"):
             refused.append(c)
     return len(refused)
+
+
+# ------------------------------------------------------------ the reactor's API
+
+
+def test_the_policies_are_typed_against_the_reactor_clock() -> None:
+    assert ClockLike is reactor_package.Clock  # the old name, kept for the docs' examples
+    for cls in (IdleTimeoutMixin, HeartbeatMixin):
+        assert typing.get_type_hints(cls)["clock"] is reactor_package.Clock
+
+
+def test_protocols_import_only_what_the_reactor_package_exports() -> None:
+    exported = set(reactor_package.__all__)
+    wrong = []
+    for path in sorted(Path(protocols.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                wrong += [
+                    f"{path.name}:{node.lineno}: import {alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("reactor.")
+                ]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("reactor"):
+                if node.module != "reactor":
+                    wrong.append(f"{path.name}:{node.lineno}: from {node.module} import ...")
+                wrong += [
+                    f"{path.name}:{node.lineno}: reactor does not export {alias.name}"
+                    for alias in node.names
+                    if node.module == "reactor" and alias.name not in exported
+                ]
+    assert wrong == [], "protocols/ may only use `from reactor import <exported name>`"

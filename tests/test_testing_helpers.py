@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import reactor
 from protocols.base import Protocol
 from protocols.testing import Clock, MemoryTransport, Pump, connect_pair
 from reactor.interfaces import TransportInterface
@@ -605,6 +606,19 @@ def test_get_extra_info() -> None:
     assert bare.get_extra_info("peername", "default") == "default"
 
 
+def test_get_extra_info_reactor_is_the_clock() -> None:
+    clock = Clock()
+    transport = MemoryTransport(clock=clock)
+    assert transport.clock is clock
+    assert transport.get_extra_info("reactor") is clock
+    bare = MemoryTransport()
+    assert bare.clock is None
+    assert bare.get_extra_info("reactor") is None
+    assert bare.get_extra_info("reactor", "default") == "default"
+    other = object()
+    assert MemoryTransport(extra={"reactor": other}).get_extra_info("reactor") is other
+
+
 def test_set_protocol_hands_over_the_connection() -> None:
     transport, first = connected()
     second = Recorder()
@@ -815,6 +829,23 @@ def test_call_every() -> None:
         clock.call_every(0, lambda: None)
 
 
+def _as_reactor_clock(clock: Clock) -> reactor.Clock:
+    return clock  # mypy checks that the fake clock has the whole reactor.Clock API
+
+
+def test_the_fake_clock_is_a_reactor_clock() -> None:
+    clock = Clock()
+    api = [name for name in vars(reactor.Clock) if not name.startswith("_")]
+    assert {"time", "call_soon", "call_later", "call_at", "call_every"} <= set(api)
+    for name in api:
+        assert callable(getattr(clock, name)), name
+    ran: list[str] = []
+    _as_reactor_clock(clock).call_soon(ran.append, "soon")
+    _as_reactor_clock(clock).call_every(1.0, ran.append, "tick")
+    clock.advance(2.0)
+    assert ran == ["soon", "tick", "tick"]
+
+
 # -- Pump ----------------------------------------------------------------------
 
 
@@ -845,6 +876,14 @@ def test_pump_moves_bytes_both_ways() -> None:
     client.transport.write(b" again")
     pump.flush()
     assert client.received() == b"hello again"
+
+
+def test_pump_clock_is_both_sides_reactor() -> None:
+    clock = Clock()
+    pump = connect_pair(Recorder(), Recorder(), clock=clock)
+    assert pump.client_transport.get_extra_info("reactor") is clock
+    assert pump.server_transport.get_extra_info("reactor") is clock
+    assert connect_pair(Recorder(), Recorder()).client_transport.get_extra_info("reactor") is None
 
 
 def test_pump_addresses() -> None:

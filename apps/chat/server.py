@@ -29,7 +29,7 @@ import argparse
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, cast
+from typing import Any, ClassVar, cast
 
 from apps._common import (
     EXIT_ERROR,
@@ -43,7 +43,7 @@ from apps._common import (
 from apps.chat import wire
 from protocols.framing import LineReceiver
 from protocols.policies import ConnectionLimiter
-from reactor import Address, FactoryArg, Handle, TimerHandle
+from reactor import Address, Clock, FactoryArg, Handle, TimerHandle
 
 __all__ = [
     "ChatConfig",
@@ -91,17 +91,6 @@ class ChatConfig:
     max_per_ip: int = 20
 
 
-class ClockLike(Protocol):
-    """The timer API the server needs: the reactor's, or the fake Clock's in tests."""
-
-    def time(self) -> float: ...
-    def call_soon(self, callback: Callable[..., object], *args: Any) -> Handle: ...
-    def call_later(
-        self, delay: float, callback: Callable[..., object], *args: Any
-    ) -> TimerHandle: ...
-    def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> TimerHandle: ...
-
-
 def _line(text: str) -> bytes:
     return text.encode("utf-8") + EOL
 
@@ -113,7 +102,7 @@ class ChatRoom:
     :func:`make_factory` take it directly.
     """
 
-    def __init__(self, clock: ClockLike, config: ChatConfig | None = None) -> None:
+    def __init__(self, clock: Clock, config: ChatConfig | None = None) -> None:
         self.clock = clock
         self.config = config or ChatConfig()
         #: Every open connection, nick or not, in connection order.
