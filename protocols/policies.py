@@ -35,7 +35,6 @@ from reactor import (
 )
 
 __all__ = [
-    "ClockLike",
     "ConnectionLimiter",
     "HeartbeatMixin",
     "HeartbeatTimeoutError",
@@ -47,12 +46,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("protocols.policies")
-
-
-#: The old name of :class:`reactor.Clock`, kept because the documentation's
-#: examples (``docs/examples``) still import it; new code should use
-#: ``from reactor import Clock``.
-ClockLike = Clock
 
 
 def _clock_for(owner: object, transport: Any) -> Clock:

@@ -16,7 +16,6 @@ import reactor as reactor_package
 from protocols import Factory, Protocol
 from protocols.framing import LineReceiver
 from protocols.policies import (
-    ClockLike,
     ConnectionLimiter,
     HeartbeatMixin,
     HeartbeatTimeoutError,
@@ -601,7 +600,6 @@ def _count_refused(clients: list[socket.socket], refused: list[socket.socket]) -
 
 
 def test_the_policies_are_typed_against_the_reactor_clock() -> None:
-    assert ClockLike is reactor_package.Clock  # the old name, kept for the docs' examples
     for cls in (IdleTimeoutMixin, HeartbeatMixin):
         assert typing.get_type_hints(cls)["clock"] is reactor_package.Clock
 

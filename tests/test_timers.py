@@ -377,6 +377,19 @@ class FakeClock:
     def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
         return self.queue.push(when, callback, args)
 
+    # The rest of the Clock interface, in terms of call_at.
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
+        return self.call_at(self.now + delay, callback, *args)
+
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> TimerHandle:
+        return self.call_at(self.now, callback, *args)
+
+    def call_every(
+        self, interval: float, callback: Callable[..., object], *args: Any, now: bool = False
+    ) -> PeriodicCall:
+        return PeriodicCall(self, interval, callback, args, now=now)
+
     def _run(self, handles: list[TimerHandle]) -> None:
         for handle in handles:
             if not handle.cancelled():

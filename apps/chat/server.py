@@ -41,8 +41,7 @@ from apps._common import (
     print_listening,
 )
 from apps.chat import wire
-from protocols.framing import LineReceiver
-from protocols.policies import ConnectionLimiter
+from protocols import ConnectionLimiter, LineReceiver
 from reactor import Address, Clock, FactoryArg, Handle, TimerHandle
 
 __all__ = [

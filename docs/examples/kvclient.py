@@ -21,9 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from protocols.framing import LineReceiver
-from protocols.policies import ClockLike, HeartbeatMixin
-from reactor import Reactor
+from protocols import HeartbeatMixin, LineReceiver
+from reactor import Clock, Reactor
 
 log = logging.getLogger("kvclient")
 
@@ -60,7 +59,7 @@ class KVClient(HeartbeatMixin, LineReceiver):
 
     def __init__(
         self,
-        clock: ClockLike,
+        clock: Clock,
         *,
         on_lost: Callable[[BaseException | None], object] | None = None,
     ) -> None:

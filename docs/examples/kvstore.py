@@ -26,10 +26,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from protocols import Factory
-from protocols.framing import LineReceiver
-from protocols.policies import ClockLike, IdleTimeoutMixin
-from reactor import Address, Reactor
+from protocols import Factory, IdleTimeoutMixin, LineReceiver
+from reactor import Address, Clock, Reactor
 
 log = logging.getLogger("kvstore")
 
@@ -150,9 +148,7 @@ class KVProtocol(IdleTimeoutMixin, LineReceiver):
 class KVStoreFactory(Factory[KVProtocol]):
     """Makes one :class:`KVProtocol` per connection, all sharing one dictionary."""
 
-    def __init__(
-        self, clock: ClockLike, *, idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
-    ) -> None:
+    def __init__(self, clock: Clock, *, idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT) -> None:
         super().__init__()
         self.clock = clock
         self.idle_timeout = idle_timeout
