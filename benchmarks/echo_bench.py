@@ -29,12 +29,13 @@ import selectors
 import shlex
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,13 @@ SATURATED_PCT = 90.0
 TARGET_SCENARIO = "pingpong-1k"
 TARGET_RPS_RATIO = 1.3
 TARGET_CPU_RATIO = 0.7
+#: ``--malloc-control``: glibc settings that take the mmap threshold out of the
+#: picture (see "Warm servers" in benchmarks/README.md). Setting either one
+#: also turns off glibc's dynamic threshold, so it never moves during a run.
+MALLOC_CONTROL_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": "4194304",
+    "MALLOC_TRIM_THRESHOLD_": "67108864",
+}
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -123,6 +131,7 @@ def server_kinds(python: str, backends: list[str]) -> dict[str, ServerKind]:
         ("twisted", "twisted"),
         ("tornado", "tornado"),
         ("threads", None),
+        ("bare", None),  # a pure-Python epoll loop, no framework (Linux, like this harness)
     ):
         script = SERVERS_DIR / f"{name}_echo.py"
         kinds[name] = ServerKind(name, [str(script), "--host", "127.0.0.1", "--port", "0"], needs)
@@ -216,23 +225,40 @@ def pin_prefix(cpu: int | None) -> list[str]:
 
 
 class Server:
-    """A server process started on a free port; stdout/stderr go to files, never pipes."""
+    """A server process started on a free port; stdout/stderr go to files, never pipes.
 
-    def __init__(self, kind: ServerKind, python: str, cpu: int | None, workdir: Path) -> None:
+    ``env`` adds to the environment (e.g. ``MALLOC_CONTROL_ENV``), ``prefix``
+    goes before the interpreter (e.g. valgrind), and ``repo`` is the checkout
+    the server runs from (its working directory and first ``PYTHONPATH`` entry).
+    """
+
+    def __init__(
+        self,
+        kind: ServerKind,
+        python: str,
+        cpu: int | None,
+        workdir: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        prefix: Sequence[str] = (),
+        repo: Path = REPO,
+    ) -> None:
         self.kind = kind
         self.out_path = workdir / f"{kind.name}.out"
         self.err_path = workdir / f"{kind.name}.err"
         argv = kind.argv if kind.external else [python, *kind.argv]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        environ = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        environ["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(repo), environ.get("PYTHONPATH")])
+        )
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [*pin_prefix(cpu), *argv],
-                cwd=REPO,
+                [*pin_prefix(cpu), *prefix, *argv],
+                cwd=repo,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
-                env=env,
+                env=environ,
             )
         self.pid = self.proc.pid
         self.port = 0
@@ -334,6 +360,136 @@ def run_client(
     return result, proc.returncode, "\n".join(other)
 
 
+# --------------------------------------------------------------------------- warm-up
+
+#: The warm-up every server gets before it is measured (``warm_server``).
+WARM_CONNS = 4
+WARM_PINGS = 200
+WARM_PING_SIZE = 1024
+WARM_BULK = 1 << 20
+WARM_CHUNK = 256 * 1024
+
+
+def warm_description(
+    conns: int = WARM_CONNS,
+    pings: int = WARM_PINGS,
+    bulk: int = WARM_BULK,
+) -> str:
+    """One line saying what ``warm_server`` does, for the output and the JSON."""
+    return (
+        f"{conns} connections, each {pings} x {WARM_PING_SIZE} B ping-pong, "
+        f"{bulk >> 10} KiB streamed in {WARM_CHUNK >> 10} KiB sends, then closed"
+    )
+
+
+def _pattern(n: int, seed: int) -> bytes:
+    return bytes((seed + i * 7) & 0xFF for i in range(256)) * (n // 256 + 1)
+
+
+def warm_server(
+    host: str,
+    port: int,
+    *,
+    conns: int = WARM_CONNS,
+    pings: int = WARM_PINGS,
+    bulk: int = WARM_BULK,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Put a fresh server into the state of a long-running one, then close.
+
+    One connection at a time: ``pings`` round trips of 1 KiB (the interpreter
+    specializes the hot path), then ``bulk`` bytes streamed while reading the
+    echo back, so the server's reads come back full-size (256 KiB), and last a
+    half-close and close, so the server frees a full-size read buffer.
+
+    Why: CPython's ``recv(n)`` allocates n bytes and shrinks the result. A
+    fresh process asking for 256 KiB is above glibc's 128 KiB mmap threshold,
+    so every read is an mmap+munmap, until glibc raises its threshold, which
+    it does the first time a chunk that large is freed (any full-size read,
+    any closed connection). A server that has run for a while is past that;
+    one measured fresh is not, and pays several microseconds per read that
+    no long-running server pays.
+
+    Every echoed byte is compared; raises OSError (or ``TimeoutError``) if the
+    echo is wrong or the server does not answer within ``timeout`` seconds.
+    Returns what was done: connections, bytes echoed, seconds.
+    """
+    start = time.monotonic()
+    deadline = start + timeout
+    echoed = 0
+    for n in range(conns):
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            ping = _pattern(WARM_PING_SIZE, n)[:WARM_PING_SIZE]
+            for _ in range(pings):
+                sock.sendall(ping)
+                echoed += len(_read_exactly(sock, len(ping), ping, deadline))
+            echoed += _stream(sock, _pattern(bulk, n + 1)[:bulk], deadline)
+            sock.shutdown(socket.SHUT_WR)
+            _read_exactly(sock, 0, b"", deadline, until_eof=True)
+    return {
+        "conns": conns,
+        "bytes_echoed": echoed,
+        "seconds": round(time.monotonic() - start, 3),
+    }
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("warm-up: the server did not answer in time")
+    return left
+
+
+def _read_exactly(
+    sock: socket.socket, n: int, expect: bytes, deadline: float, *, until_eof: bool = False
+) -> bytes:
+    """Read n bytes (or, with ``until_eof``, up to the peer's FIN) and check them."""
+    got = bytearray()
+    while until_eof or len(got) < n:
+        sock.settimeout(_remaining(deadline))
+        chunk = sock.recv(max(n - len(got), 65536))
+        if not chunk:
+            if until_eof:
+                break
+            raise OSError(f"warm-up: connection closed after {len(got)} of {n} bytes")
+        got += chunk
+    if bytes(got) != expect:
+        raise OSError("warm-up: the echo differs from what was sent")
+    return bytes(got)
+
+
+def _stream(sock: socket.socket, data: bytes, deadline: float) -> int:
+    """Send ``data`` in large writes while reading the echo back; check it."""
+    view = memoryview(data)
+    sent = 0
+    got = bytearray()
+    sock.setblocking(False)
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            while len(got) < len(data):
+                if sent == len(data):
+                    sel.modify(sock, selectors.EVENT_READ)
+                for _key, mask in sel.select(min(1.0, _remaining(deadline))):
+                    if mask & selectors.EVENT_WRITE and sent < len(data):
+                        with contextlib.suppress(BlockingIOError):
+                            sent += sock.send(view[sent : sent + WARM_CHUNK])
+                    if mask & selectors.EVENT_READ:
+                        try:
+                            chunk = sock.recv(WARM_CHUNK)
+                        except BlockingIOError:
+                            continue
+                        if not chunk:
+                            raise OSError("warm-up: connection closed during the stream")
+                        got += chunk
+    finally:
+        sock.setblocking(True)
+    if bytes(got) != data:
+        raise OSError("warm-up: the streamed echo differs from what was sent")
+    return len(got)
+
+
 # --------------------------------------------------------------------------- the client
 
 
@@ -383,10 +539,12 @@ def run_once(
         waited, share = wait_quiet(opts.wait_quiet, opts.quiet_pct)
         record["quiet_wait_s"] = round(waited, 2)
         record["busy_before_pct"] = round(share, 1) if share is not None else None
-    server = Server(kind, opts.python, opts.server_cpu_used, workdir)
+    server = Server(kind, opts.python, opts.server_cpu_used, workdir, env=opts.server_env)
     try:
         server.wait_ready()
         record["port"] = server.port
+        if opts.warm:
+            record["warmup"] = warm_server("127.0.0.1", server.port)
         pid = server.pid
         samples: dict[str, Any] = {"rss_before_kb": proc_rss_kb(pid)}
 
@@ -767,7 +925,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--servers",
         type=csv,
-        default=["reactor", "asyncio", "uvloop", "twisted", "tornado", "threads"],
+        default=["reactor", "asyncio", "uvloop", "twisted", "tornado", "threads", "bare"],
         help="comma list; 'reactor' means one per --backends; peers not installed are skipped",
     )
     parser.add_argument(
@@ -815,6 +973,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="'quiet' means other processes use under this %% of one CPU (default 15)",
     )
     parser.add_argument("--python", default=sys.executable, help="interpreter for the servers")
+    parser.add_argument(
+        "--warm",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="warm every server before it is measured: " + warm_description() + " (default: on; "
+        "--no-warm measures fresh servers, which pay an mmap per large read)",
+    )
+    parser.add_argument(
+        "--malloc-control",
+        action="store_true",
+        help="run every server with "
+        + " ".join(f"{k}={v}" for k, v in MALLOC_CONTROL_ENV.items())
+        + ": a control that takes glibc's mmap threshold out of the picture "
+        "(the ratios should not move)",
+    )
     parser.add_argument("--json", help="output file (default benchmarks/results/echo-DATE.json)")
     parser.add_argument(
         "--summarize",
@@ -823,6 +996,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "analysis, and rewrite its summary",
     )
     args = parser.parse_args(argv)
+    args.server_env = dict(MALLOC_CONTROL_ENV) if args.malloc_control else {}
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}")
@@ -897,6 +1071,8 @@ def machine_info(args: argparse.Namespace, loadgen: Path | None) -> dict[str, An
         "repeats": args.repeats,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
+        "server_warmup": warm_description() if args.warm else None,
+        "server_env": args.server_env,
         "argv": sys.argv[1:],
     }
 
@@ -991,6 +1167,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.repeats} rounds x {args.duration:g}s (+{args.warmup:g}s warm-up)",
         flush=True,
     )
+    print(
+        "servers warmed before measuring: "
+        + (warm_description() if args.warm else "NO (--no-warm: fresh servers)")
+        + "; server environment: "
+        + (" ".join(f"{k}={v}" for k, v in args.server_env.items()) or "unchanged"),
+        flush=True,
+    )
     out_path = (
         Path(args.json)
         if args.json
@@ -1036,7 +1219,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(document, indent=1) + "\n")
-    print("\n".join(["", "==== summary", *texts, "", f"results: {out_path}"]), flush=True)
+    conditions = "servers warmed: " + (meta["server_warmup"] or "no (--no-warm)")
+    if args.server_env:
+        conditions += "; " + " ".join(f"{k}={v}" for k, v in args.server_env.items())
+    print(
+        "\n".join(["", "==== summary", conditions, *texts, "", f"results: {out_path}"]),
+        flush=True,
+    )
     return 0 if all(r.get("ok") for r in runs) else 1
 
 

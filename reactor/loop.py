@@ -31,7 +31,7 @@ from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 
-from reactor.backends import INVALID, READ_BITS, WRITE_BITS, Poller
+from reactor.backends import INVALID, READ, READ_BITS, WRITE_BITS, Poller
 from reactor.fdwatch import FdRegistry, HasFileno, fileno_of
 from reactor.timers import Handle, PeriodicCall, TimerHandle, TimerQueue
 from reactor.waker import Waker
@@ -294,41 +294,22 @@ class EventLoop:
                 if max_wait is not None and max_wait < timeout:
                     timeout = max_wait
 
-        fds = self._fds
-        events = fds.poller.poll(timeout)
+        events = self._fds.poller.poll(timeout)
         start = _monotonic()
         self._iterations += 1
         if events:
             self._events += len(events)
             readers = self._readers
-            writers = self._writers
             for fd, bits in events:
-                if bits & INVALID:
-                    fds.drop(fd)
-                    continue
-                handled = False
-                if bits & READ_BITS:
+                if bits == READ:  # the common case, kept short: readable, nothing else
                     callback = readers.get(fd)
                     if callback is not None:
-                        handled = True
                         try:
                             callback()
                         except Exception as exc:
-                            self._callback_error(callback, exc)
-                            fds.callback_failed(fd, exc)
-                if bits & WRITE_BITS:
-                    callback = writers.get(fd)
-                    if callback is not None:
-                        handled = True
-                        try:
-                            callback()
-                        except Exception as exc:
-                            self._callback_error(callback, exc)
-                            fds.callback_failed(fd, exc)
-                if not handled and fd not in fds.registered:
-                    # Reported but no longer ours (a stale registration):
-                    # drop it so it cannot make the loop spin.
-                    fds.unwatch_stale(fd)
+                            self._fd_callback_error(fd, callback, exc)
+                        continue
+                self._dispatch(fd, bits)
 
         if timers._heap:
             # A timer due within the clock's resolution counts as due now,
@@ -344,6 +325,38 @@ class EventLoop:
             self._longest_iteration = took
         if took > self._slow_threshold:
             self._slow_iteration(took)
+
+    def _dispatch(self, fd: int, bits: int) -> None:
+        """Any event but a plain READ: writable, errors, hang-ups, stale or closed fds."""
+        fds = self._fds
+        if bits & INVALID:
+            fds.drop(fd)
+            return
+        handled = False
+        if bits & READ_BITS:
+            callback = self._readers.get(fd)
+            if callback is not None:
+                handled = True
+                try:
+                    callback()
+                except Exception as exc:
+                    self._fd_callback_error(fd, callback, exc)
+        if bits & WRITE_BITS:
+            callback = self._writers.get(fd)
+            if callback is not None:
+                handled = True
+                try:
+                    callback()
+                except Exception as exc:
+                    self._fd_callback_error(fd, callback, exc)
+        if not handled and fd not in fds.registered:
+            # Reported but no longer ours (a stale registration):
+            # drop it so it cannot make the loop spin.
+            fds.unwatch_stale(fd)
+
+    def _fd_callback_error(self, fd: int, callback: object, exc: Exception) -> None:
+        self._callback_error(callback, exc)
+        self._fds.callback_failed(fd, exc)
 
     def _run_ready(self, count: int) -> None:
         """Run the first ``count`` callbacks of the ready queue."""

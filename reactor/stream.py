@@ -80,8 +80,6 @@ class StreamTransport(BaseTransport):
         "_read_size",
         "_reader",
         "_reading",
-        "_recv",
-        "_send",
         "bytes_received",
         "bytes_sent",
     )
@@ -94,9 +92,7 @@ class StreamTransport(BaseTransport):
         peername: Any = None,
     ) -> None:
         super().__init__(reactor, sock, protocol, peername)
-        self._recv = sock.recv
         self._read_size = _READ_SIZE
-        self._send = sock.send
         # Made on the first write the kernel does not take whole: most
         # connections never need one, and an empty deque is 760 bytes, 40% of
         # an idle connection's memory.
@@ -141,8 +137,9 @@ class StreamTransport(BaseTransport):
     # ------------------------------------------------------------------ reading
 
     def _read_ready(self) -> None:
+        size = self._read_size
         try:
-            data = self._recv(self._read_size)
+            data = self._sock.recv(size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -150,10 +147,10 @@ class StreamTransport(BaseTransport):
             return
         if data:
             n = len(data)
-            if n == self._read_size:
+            if n == size:
                 self._read_size = _READ_MAX  # more was waiting: ask for more
-            elif n <= _READ_SIZE:
-                self._read_size = _READ_SIZE
+            elif size != _READ_SIZE and n <= _READ_SIZE:
+                self._read_size = _READ_SIZE  # the burst is over
             self.bytes_received += n
             try:
                 self._data_received(data)
@@ -237,7 +234,7 @@ class StreamTransport(BaseTransport):
         buf = self._buffer
         if not buf:
             try:
-                n = self._send(data)
+                n = self._sock.send(data)
             except (BlockingIOError, InterruptedError):
                 n = 0
             except OSError as exc:
@@ -271,7 +268,7 @@ class StreamTransport(BaseTransport):
         assert buf, "writability is watched only while something is buffered"
         try:
             if len(buf) == 1:
-                n = self._send(buf[0])
+                n = self._sock.send(buf[0])
             else:
                 n = self._sock.sendmsg(list(islice(buf, _IOV_MAX)))
         except (BlockingIOError, InterruptedError):
@@ -387,7 +384,7 @@ class StreamTransport(BaseTransport):
 
     def _linger_read(self) -> None:
         try:
-            if self._recv(_READ_SIZE):
+            if self._sock.recv(_READ_SIZE):
                 return  # discarded
         except (BlockingIOError, InterruptedError):
             return
