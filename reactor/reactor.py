@@ -14,14 +14,14 @@ import os
 import socket
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypedDict, TypeVar
+from typing import Any, TypedDict, TypeVar, cast
 
 from reactor import tcp, udp, unix
 from reactor.backends import Poller, make_poller
 from reactor.debug import debug_variant
 from reactor.interfaces import DatagramProtocolInterface, FactoryArg
 from reactor.loop import EventLoop
-from reactor.resources import ResourceTable
+from reactor.resources import Connection, ResourceTable
 from reactor.signals import SignalHandlers
 from reactor.stream import StreamTransport
 from reactor.tcp import Connector, Listener, TransportMaker
@@ -364,10 +364,12 @@ class Reactor(EventLoop):
         bytes_in = table.bytes_in_closed
         bytes_out = table.bytes_out_closed
         for resource in table.open:
-            kinds[resource.kind] += 1
-            if isinstance(resource, StreamTransport):
-                bytes_in += resource.bytes_received
-                bytes_out += resource.bytes_sent
+            kind = resource.kind
+            kinds[kind] += 1
+            if kind == "connection":
+                connection = cast(Connection, resource)
+                bytes_in += connection.bytes_received
+                bytes_out += connection.bytes_sent
         timers = self._timers
         return {
             "backend": self.backend,

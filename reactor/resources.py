@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-__all__ = ["Resource", "ResourceTable"]
+__all__ = ["Connection", "Resource", "ResourceTable"]
 
 
 class Resource(Protocol):
@@ -25,6 +25,13 @@ class Resource(Protocol):
     def force_close(self) -> None:
         """Release it now (the reactor is closing): no flushing, no waiting."""
         ...
+
+
+class Connection(Resource, Protocol):
+    """A resource of kind "connection": it also counts its payload bytes."""
+
+    bytes_received: int
+    bytes_sent: int
 
 
 class ResourceTable:

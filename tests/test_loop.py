@@ -495,7 +495,7 @@ def test_close_delivers_queued_callbacks_and_closes_resources(
     log: list[str] = []
 
     class Resource:
-        kind = "connection"
+        kind = "listener"
 
         def __init__(self, name: str, fail: bool = False) -> None:
             self.name = name
