@@ -77,7 +77,7 @@ class DebugMixin(EventLoop):
         return run
 
     def _check_thread(self, method: str) -> None:
-        owner = self._thread_id
+        owner = self.thread_id
         if owner is not None and owner != threading.get_ident():
             debug_log.warning(
                 "Reactor.%s() called from thread %r while the reactor runs in another: "

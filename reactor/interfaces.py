@@ -125,6 +125,11 @@ class ReactorPort(Protocol):
         """Where transports register so that closing the reactor releases them."""
         ...
 
+    #: The ident of the thread running the loop, or None while it is not running.
+    thread_id: int | None
+    #: Seconds a closed stream connection may take to flush before it is aborted.
+    close_timeout: float
+
     def time(self) -> float: ...
     def call_soon(self, callback: Callable[..., object], *args: Any) -> Handle: ...
     def call_later(

@@ -57,7 +57,8 @@ class EventLoop:
         self._running = False
         self._stopping = False
         self._closed = False
-        self._thread_id: int | None = None  # the thread running the loop, while it runs
+        #: The ident of the thread running the loop, while it runs (else None).
+        self.thread_id: int | None = None
         self._clock_resolution = time.get_clock_info("monotonic").resolution
         # Iterations slower than this go to _slow_iteration(); never, unless a
         # debug layer lowers it, so the check is one comparison with inf.
@@ -238,7 +239,7 @@ class EventLoop:
         if self._running:
             raise RuntimeError("this reactor is already running")
         self._running = True
-        self._thread_id = threading.get_ident()
+        self.thread_id = threading.get_ident()
         try:
             while True:
                 self._run_once(None)
@@ -247,7 +248,7 @@ class EventLoop:
         finally:
             self._stopping = False
             self._running = False
-            self._thread_id = None
+            self.thread_id = None
 
     def run_once(self, timeout: float | None = 0.0) -> None:
         """Run one turn of the loop, waiting at most ``timeout`` seconds for events.
@@ -260,19 +261,19 @@ class EventLoop:
         if timeout is not None and timeout < 0.0:
             timeout = 0.0
         self._running = True
-        self._thread_id = threading.get_ident()
+        self.thread_id = threading.get_ident()
         try:
             self._run_once(timeout)
         finally:
             self._stopping = False
             self._running = False
-            self._thread_id = None
+            self.thread_id = None
 
     def stop(self) -> None:
         """Stop :meth:`run` after the current turn. Safe from callbacks, signal
         handlers and other threads. Called before run(), run() does one turn."""
         self._stopping = True
-        if self._thread_id is not None:
+        if self.thread_id is not None:
             # From a callback this costs one write per run(). It is needed from
             # another thread, and from a plain signal.signal() handler: that runs
             # in the loop's thread, after which poll() is retried (PEP 475).

@@ -23,6 +23,7 @@ from reactor.interfaces import DatagramProtocolInterface, FactoryArg
 from reactor.loop import EventLoop
 from reactor.resources import Connection, ResourceTable
 from reactor.signals import SignalHandlers
+from reactor.sockets import check_timeout
 from reactor.stream import StreamTransport
 from reactor.tcp import Connector, Listener, TransportMaker
 from reactor.trace import (
@@ -80,6 +81,10 @@ class Reactor(EventLoop):
             left open (default: ``$REACTOR_DEBUG``).
         slow_callback_duration: in debug mode, callbacks and loop turns
             slower than this many seconds are reported.
+        close_timeout: after ``transport.close()``, a stream connection whose
+            write buffer has not drained within this many seconds (the peer
+            stopped reading) is aborted, so it cannot hold its slot forever;
+            ``transport.set_close_timeout()`` changes it per connection.
     """
 
     #: The resolver connect_tcp() runs in a worker thread (replace it on an
@@ -98,7 +103,10 @@ class Reactor(EventLoop):
         trace: bool | None = None,
         debug: bool | None = None,
         slow_callback_duration: float = 0.1,
+        close_timeout: float = 30.0,
     ) -> None:
+        self.close_timeout = check_timeout(close_timeout, "close_timeout")
+        """Seconds a closed connection may take to flush its buffer before it is aborted."""
         poller = make_poller(backend) if backend is None or isinstance(backend, str) else backend
         self.backend: str = poller.name
         """The name of the readiness backend in use."""

@@ -14,6 +14,7 @@ import socket
 __all__ = [
     "bind_error",
     "check_port",
+    "check_timeout",
     "connect_error",
     "ip_family",
     "listening_socket",
@@ -33,6 +34,15 @@ def check_port(port: object, what: str) -> int:
     if not 0 <= port <= 65535:
         raise ValueError(f"{what}: port must be in 0-65535, not {port}")
     return port
+
+
+def check_timeout(seconds: object, what: str) -> float:
+    """``seconds`` if it is a positive, finite number; ValueError naming ``what`` otherwise."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise ValueError(f"{what} must be a number of seconds, not {seconds!r}")
+    if not 0 < seconds < float("inf"):  # NaN fails both comparisons
+        raise ValueError(f"{what} must be positive and finite, not {seconds!r}")
+    return float(seconds)
 
 
 def ip_family(host: str) -> int | None:

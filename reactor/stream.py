@@ -32,7 +32,8 @@ from typing import Any
 
 from reactor.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER
 from reactor.interfaces import ProtocolInterface, ReactorPort
-from reactor.transport import BaseTransport, as_bytes
+from reactor.sockets import check_timeout
+from reactor.transport import BaseTransport, as_bytes, get_ident
 
 __all__ = ["LINGER_TIME", "MAX_LINGERING", "StreamTransport"]
 
@@ -71,6 +72,8 @@ class StreamTransport(BaseTransport):
 
     __slots__ = (
         "_buffer",
+        "_close_timeout",
+        "_close_timer",
         "_data_received",
         "_eof_received",
         "_eof_written",
@@ -111,6 +114,8 @@ class StreamTransport(BaseTransport):
         self._on_lost: Callable[[], object] | None = None
         self._graceful = False  # close() (not abort or an error) ended it
         self._linger_timer: Any = None
+        self._close_timeout: float | None = None  # None: the reactor's close_timeout
+        self._close_timer: Any = None  # aborts a close() whose buffer never drains
         self._use_protocol(protocol)
 
     def _use_protocol(self, protocol: ProtocolInterface) -> None:
@@ -124,15 +129,26 @@ class StreamTransport(BaseTransport):
             self._data_received = protocol.data_received
 
     def _start(self) -> None:
-        """Tell the protocol the connection is up, then start reading."""
+        """Start reading, then tell the protocol the connection is up.
+
+        Watching comes first because it is what can fail (select cannot
+        watch an fd at or above FD_SETSIZE); then the socket is closed and
+        the error raised, and the protocol never hears of a connection it
+        could not have served. Nothing is read before connection_made: the
+        loop runs no reader until this callback has returned.
+        """
+        try:
+            self._reactor.watch_read(self._fd, self._reader)
+        except BaseException:
+            self._conn_lost = self._closing = True
+            self._reactor.resources.discard(self)
+            self._sock.close()
+            raise
         self._started = True
         try:
             self._protocol.connection_made(self)
         except Exception as exc:
             self._protocol_error(exc, "connection_made")
-            return
-        if self._reading and not self._closing:
-            self._reactor.watch_read(self._fd, self._reader)
 
     # ------------------------------------------------------------------ reading
 
@@ -224,6 +240,9 @@ class StreamTransport(BaseTransport):
         """
         if type(data) is not bytes:
             data = as_bytes(data, "write")
+        owner = self._reactor.thread_id
+        if owner is not None and owner != get_ident():
+            self._check_thread("write")
         if self._eof_written:
             raise RuntimeError("write() after write_eof(): this side of the connection is shut")
         if self._closing:
@@ -292,6 +311,7 @@ class StreamTransport(BaseTransport):
         if not buf:
             self._reactor.unwatch_write(self._fd)
             if self._closing:
+                self._cancel_close_timer()
                 self._lose(None)
             elif self._eof_written:
                 self._shutdown_write()
@@ -319,7 +339,14 @@ class StreamTransport(BaseTransport):
     # ------------------------------------------------------------------ closing
 
     def close(self) -> None:
-        """Stop reading, flush what is buffered, then close (connection_lost(None))."""
+        """Stop reading, flush what is buffered, then close (connection_lost(None)).
+
+        A peer that stops reading could keep the flush waiting forever; if
+        the buffer has not drained within the close timeout (the reactor's
+        ``close_timeout``, or :meth:`set_close_timeout`), the connection is
+        aborted and ``connection_lost`` gets a TimeoutError saying so.
+        """
+        self._check_thread("close")
         if self._closing:
             return
         self._closing = True
@@ -327,6 +354,37 @@ class StreamTransport(BaseTransport):
         self._reactor.unwatch_read(self._fd)
         if not self._buffer:
             self._lose(None)
+        else:
+            self._start_close_timer()
+
+    def set_close_timeout(self, seconds: float) -> None:
+        """Seconds a close() may wait for the buffer to drain before aborting."""
+        self._close_timeout = check_timeout(seconds, "set_close_timeout()")
+        if self._close_timer is not None:  # a close is waiting: restart its clock
+            self._cancel_close_timer()
+            self._start_close_timer()
+
+    def _start_close_timer(self) -> None:
+        timeout = self._close_timeout
+        if timeout is None:
+            timeout = self._reactor.close_timeout
+        self._close_timer = self._reactor.call_later(timeout, self._close_expired, timeout)
+
+    def _cancel_close_timer(self) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+
+    def _close_expired(self, timeout: float) -> None:
+        self._close_timer = None
+        size = self._buffer_size
+        log.info("%r: %d bytes not flushed %.3g s after close(); aborting", self, size, timeout)
+        self._force_close(
+            TimeoutError(
+                f"closed with {size} bytes unsent: the peer read nothing for {timeout:g} s "
+                "after close() (the close timeout), so the connection was aborted"
+            )
+        )
 
     def abort(self, reason: BaseException | None = None) -> None:
         """Close now, dropping anything buffered; ``connection_lost(reason)`` follows.
@@ -334,6 +392,7 @@ class StreamTransport(BaseTransport):
         ``reason`` (not in asyncio's API, which always passes None) lets a
         policy say why it ended the connection, e.g. a heartbeat timeout.
         """
+        self._check_thread("abort")
         self._force_close(reason)
 
     def _force_close(self, exc: BaseException | None) -> None:
@@ -344,6 +403,7 @@ class StreamTransport(BaseTransport):
             return
         self._closing = True
         self._graceful = False
+        self._cancel_close_timer()
         if self._buffer:
             self._buffer.clear()
             self._buffer_size = 0

@@ -80,9 +80,11 @@ class Listener:
         self._exhausted = False
         self._paused_handle: Any = None
         self._backoff = _MIN_BACKOFF
-        #: Connections accepted, and connections shed for lack of descriptors.
+        #: Connections accepted; shed for lack of descriptors; refused because
+        #: the backend could not watch their socket.
         self.accepted = 0
         self.shed = 0
+        self.refused = 0
         #: The bound address (port 0 becomes the port the kernel chose).
         self.address: Address = sock.getsockname()
         # Registering first: it is what can fail (select() refuses a
@@ -151,7 +153,20 @@ class Listener:
         if protocol is None:  # the factory refused this connection (Twisted's rule)
             sock.close()
             return
-        self._make_transport(self._reactor, sock, protocol, addr)._start()
+        try:
+            self._make_transport(self._reactor, sock, protocol, addr)._start()
+        except (ValueError, OSError) as exc:
+            # The backend cannot watch this socket (select and an fd at or
+            # above FD_SETSIZE): it was closed, and the client sees that.
+            self.refused += 1
+            if self.refused == 1:
+                log.error(
+                    "%r: cannot serve a connection from %r: %s (this and later such "
+                    "connections are closed at once and counted in listener.refused)",
+                    self,
+                    addr,
+                    exc,
+                )
 
     def _out_of_descriptors(self, exc: OSError) -> None:
         """No descriptor for a new connection: shed pending ones, never spin.
@@ -350,12 +365,21 @@ class Connector:
             # EINPROGRESS. EAGAIN is not "in progress" for TCP (only for Unix
             # sockets): the attempt never started, so it is this address's failure.
             if err in (0, errno.EINPROGRESS, errno.EINTR):
-                self._sock = sock
-                self._reactor.watch_write(sock.fileno(), self._connect_ready)
+                self._watch_connect(sock)
                 return
             sock.close()
             self._last_error = connect_error(err, self.host, self.port)
         self._fail(self._last_error or OSError(f"no address to connect to for {self.host!r}"))
+
+    def _watch_connect(self, sock: socket.socket) -> None:
+        """Wait for the connect to finish (the socket turns writable)."""
+        try:
+            self._reactor.watch_write(sock.fileno(), self._connect_ready)
+        except (ValueError, OSError) as exc:  # select: an fd at or above FD_SETSIZE
+            sock.close()
+            self._fail(exc)
+            return
+        self._sock = sock
 
     def _connect_ready(self) -> None:
         sock = self._sock
@@ -391,7 +415,12 @@ class Connector:
         # The factory stays in use until the connection ends (do_start/do_stop pair).
         factory = self._factory
         self.transport._on_lost = lambda: factory_hook(factory, "do_stop", reactor)
-        self.transport._start()
+        try:
+            self.transport._start()
+        except (ValueError, OSError) as exc:  # the backend cannot watch it: closed
+            self.transport = self.protocol = None
+            self._fail(exc)
+            return
         if self._on_connect is not None:
             try:
                 self._on_connect(protocol)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 __all__ = ["Clock", "Handle", "PeriodicCall", "TimerHandle", "TimerQueue"]
 
+_INF = math.inf
 #: Below this size the heap is never compacted: rebuilding is not worth it.
 _COMPACT_MIN = 64
 
@@ -98,6 +99,12 @@ class TimerQueue:
     def push(
         self, when: float, callback: Callable[..., object], args: tuple[Any, ...]
     ) -> TimerHandle:
+        if not -_INF < when < _INF:  # NaN (compares false) or infinite
+            raise ValueError(
+                f"a timer's time must be a finite number, not {when!r}: call_later()'s "
+                "delay or call_at()'s time was NaN or infinite (a NaN would break the "
+                "heap's order, an infinite timer never fires: schedule none instead)"
+            )
         handle = TimerHandle(when, callback, args, self)
         self.scheduled += 1
         heapq.heappush(self._heap, (when, self.scheduled, handle))

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import socket
+from threading import get_ident
 from typing import Any, ClassVar
 
 from reactor.flow import FlowControl
 from reactor.interfaces import ReactorPort
 
-__all__ = ["BaseTransport", "as_bytes"]
+__all__ = ["BaseTransport", "as_bytes", "get_ident"]
 
 log = logging.getLogger("reactor")
 
@@ -75,6 +76,23 @@ class BaseTransport(FlowControl):
 
     def is_closing(self) -> bool:
         return self._closing
+
+    def _check_thread(self, what: str) -> None:
+        """Refuse a call from a thread other than the running loop's.
+
+        A transport is not thread-safe: from another thread, a write could
+        interleave with the loop's own, and a change of what the backend
+        watches would go unseen until something else woke the loop (poll and
+        select copy their sets when the wait begins). Failing loudly beats
+        a silent stall.
+        """
+        owner = self._reactor.thread_id
+        if owner is not None and owner != get_ident():
+            raise RuntimeError(
+                f"{type(self).__name__}.{what}() called from another thread while the "
+                f"reactor runs: transports are not thread-safe; use "
+                f"reactor.call_from_thread(transport.{what}, ...) instead"
+            )
 
     def get_protocol(self) -> Any:
         return self._protocol

@@ -120,6 +120,7 @@ class DatagramTransport(BaseTransport):
         """Send one datagram to ``addr`` (or to the connected peer when None)."""
         if type(data) is not bytes:
             data = as_bytes(data, "sendto")
+        self._check_thread("sendto")
         peer = self._peername
         if peer is not None:
             if addr is not None and addr != peer and not _same_peer(addr, peer):
@@ -231,6 +232,7 @@ class DatagramTransport(BaseTransport):
         still sent, but the protocol hears nothing (no connection_made, so no
         connection_lost).
         """
+        self._check_thread("close")
         if self._closing:
             return
         self._closing = True
@@ -242,6 +244,7 @@ class DatagramTransport(BaseTransport):
 
     def abort(self) -> None:
         """Close now, dropping queued datagrams."""
+        self._check_thread("abort")
         self._force_close(None)
 
     def _force_close(self, exc: BaseException | None) -> None:

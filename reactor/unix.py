@@ -166,8 +166,7 @@ class UnixConnector(Connector):
         err = sock.connect_ex(self.host)
         if err in (0, errno.EINPROGRESS, errno.EINTR):
             self._addrs = []
-            self._sock = sock
-            self._reactor.watch_write(sock.fileno(), self._connect_ready)
+            self._watch_connect(sock)
             return
         sock.close()
         if err == errno.EAGAIN:
