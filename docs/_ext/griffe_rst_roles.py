@@ -70,7 +70,7 @@ def _reexports(package: str) -> dict[str, str]:
 def documented_names() -> dict[str, str]:
     """Every documented public name, as ``{a path users write: the canonical path}``.
 
-    ``reactor.Reactor`` maps to ``reactor.loop.Reactor`` (where it is defined,
+    ``reactor.Reactor`` maps to ``reactor.reactor.Reactor`` (where it is defined,
     and where the reference renders it); a canonical path maps to itself.
     """
     names: dict[str, str] = {}
