@@ -15,8 +15,10 @@ from reactor.interfaces import (
     FactoryArg,
     ProtocolFactoryInterface,
     ProtocolInterface,
+    ReactorPort,
     TransportInterface,
 )
+from reactor.loop import EventLoop
 from reactor.reactor import Reactor, ReactorStats
 from reactor.stream import StreamTransport
 from reactor.tcp import Connector, Listener
@@ -33,6 +35,7 @@ __all__ = [
     "DatagramProtocolInterface",
     "DatagramTransport",
     "DatagramTransportInterface",
+    "EventLoop",
     "FactoryArg",
     "Handle",
     "Listener",
@@ -40,6 +43,7 @@ __all__ = [
     "ProtocolFactoryInterface",
     "ProtocolInterface",
     "Reactor",
+    "ReactorPort",
     "ReactorStats",
     "StreamTransport",
     "TimerHandle",

@@ -118,19 +118,19 @@ class DebugMixin(EventLoop):
         return super().remove_writer(fd)
 
     def watch_read(self, fd: int, callback: Callable[[], object]) -> None:
-        self._check_thread("add_reader")
+        self._check_thread("watch_read")
         super().watch_read(fd, self._timed(callback))
 
     def watch_write(self, fd: int, callback: Callable[[], object]) -> None:
-        self._check_thread("add_writer")
+        self._check_thread("watch_write")
         super().watch_write(fd, self._timed(callback))
 
     def unwatch_read(self, fd: int) -> bool:
-        self._check_thread("remove_reader")
+        self._check_thread("unwatch_read")
         return super().unwatch_read(fd)
 
     def unwatch_write(self, fd: int) -> bool:
-        self._check_thread("remove_writer")
+        self._check_thread("unwatch_write")
         return super().unwatch_write(fd)
 
     def _slow_iteration(self, took: float) -> None:

@@ -71,20 +71,17 @@ class Reactor(EventLoop):
 
     Make as many as you like; each runs in one thread at a time.
 
-    Args:
-        backend: the readiness mechanism by name ("epoll", "kqueue", "poll",
-            "select") or a ready-made poller; by default ``$REACTOR_BACKEND``,
-            else the best one available.
-        trace: log one line per poll, connection event and timer
-            (default: ``$REACTOR_TRACE``).
-        debug: warn about slow callbacks, wrong-thread calls and connections
-            left open (default: ``$REACTOR_DEBUG``).
-        slow_callback_duration: in debug mode, callbacks and loop turns
-            slower than this many seconds are reported.
-        close_timeout: after ``transport.close()``, a stream connection whose
-            write buffer has not drained within this many seconds (the peer
-            stopped reading) is aborted, so it cannot hold its slot forever;
-            ``transport.set_close_timeout()`` changes it per connection.
+    ``backend`` picks the readiness mechanism by name ("epoll", "kqueue",
+    "poll", "select") or takes a ready-made poller; by default
+    ``$REACTOR_BACKEND``, else the best one available. ``trace`` logs one
+    line per poll, connection event and timer (default: ``$REACTOR_TRACE``).
+    ``debug`` warns about slow callbacks, wrong-thread calls and connections
+    left open (default: ``$REACTOR_DEBUG``); ``slow_callback_duration`` is
+    what counts as slow there, in seconds. ``close_timeout``: after
+    ``transport.close()``, a stream connection whose write buffer has not
+    drained within this many seconds (the peer stopped reading) is aborted,
+    so it cannot hold its slot forever; ``transport.set_close_timeout()``
+    changes it per connection.
     """
 
     #: The resolver connect_tcp() runs in a worker thread (replace it on an

@@ -145,6 +145,9 @@ class StreamTransport(BaseTransport):
             self._sock.close()
             raise
         self._started = True
+        self._connection_made()
+
+    def _connection_made(self) -> None:
         try:
             self._protocol.connection_made(self)
         except Exception as exc:

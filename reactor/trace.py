@@ -164,10 +164,10 @@ class TracingStreamTransport(StreamTransport):
 
         self._data_received = data_received
 
-    def _start(self) -> None:
+    def _connection_made(self) -> None:
         peer = format_address(self._peername)
         trace_log.info("#%d connection_made peer=%s", self.trace_id, peer)
-        super()._start()
+        super()._connection_made()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if data and not self._closing:
