@@ -19,16 +19,27 @@ which by default logs the reason once and aborts that connection with a
 or :class:`NetstringError`) that ``connection_lost`` receives;
 ``data_received`` itself never raises because of what the peer sent.
 
+:class:`LineReceiver` also bounds time and work, for servers open to
+untrusted peers: ``line_timeout`` is a deadline for each line (a peer that
+trickles a line byte by byte, never finishing it, is cut off with a
+:class:`LineTimeoutError`), and ``max_lines_per_turn`` caps the lines one
+connection gets handled per turn of the loop (a peer that sends thousands of
+lines at once has the rest handled on the following turns, reading paused
+meanwhile, so it cannot hold up the other connections).
+
 Subclasses that define ``__init__`` must call ``super().__init__()``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import struct
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from protocols.base import Protocol, _abort_with_reason
+from protocols.policies import _clock_for
+from reactor import Handle, TimerHandle
 
 __all__ = [
     "ANY_NEWLINE",
@@ -39,6 +50,7 @@ __all__ = [
     "Int32Receiver",
     "LengthPrefixedReceiver",
     "LineReceiver",
+    "LineTimeoutError",
     "LineTooLongError",
     "NetstringError",
     "NetstringReceiver",
@@ -60,6 +72,13 @@ class FramingError(ValueError):
 
 class LineTooLongError(FramingError):
     """A line was longer than the receiver's ``max_line_length``."""
+
+
+class LineTimeoutError(TimeoutError):
+    """A line was begun but not completed within the receiver's ``line_timeout``.
+
+    Not a :class:`FramingError`: the bytes were fine, they came too slowly.
+    """
 
 
 class FrameTooLongError(FramingError):
@@ -104,6 +123,7 @@ class _BufferedReceiver(Protocol):
         self._off = 0  # _buf[:_off] is consumed but not yet deleted (see _consumed)
         self._busy = False  # inside _parse: a nested data_received only appends
         self._paused = False  # pause_producing(): keep buffering, deliver nothing
+        self._waiting = False  # out of budget: the rest is delivered by a call_soon
         self._stopped = False  # framing ended: an error, or the connection was lost
 
     @property
@@ -146,11 +166,19 @@ class _BufferedReceiver(Protocol):
         self._paused = False
         self._run()
         transport = getattr(self, "transport", None)
-        if not self._halted() and transport is not None:
+        if transport is None:
+            return
+        if self._waiting:
+            # Out of budget again: the continuation resumes reading once caught up.
+            self._resume_when_caught_up()
+        elif not self._halted():
             transport.resume_reading()
 
+    def _resume_when_caught_up(self) -> None:
+        """Overridden by LineReceiver, the only receiver with a work budget."""
+
     def _run(self) -> None:
-        if self._busy or self._paused:
+        if self._busy or self._paused or self._waiting:
             return
         self._busy = True
         try:
@@ -162,8 +190,8 @@ class _BufferedReceiver(Protocol):
         raise NotImplementedError
 
     def _halted(self) -> bool:
-        """Whether to stop delivering: paused, stopped, or the transport is closing."""
-        if self._paused or self._stopped:
+        """Whether to stop delivering: paused, out of budget, stopped, or the transport closing."""
+        if self._paused or self._stopped or self._waiting:
             return True
         transport = getattr(self, "transport", None)
         return transport is not None and bool(transport.is_closing())
@@ -192,7 +220,7 @@ class _BufferedReceiver(Protocol):
         self._off = pos
         return 0
 
-    def _abort_framing(self, error: FramingError) -> None:
+    def _abort_framing(self, error: Exception) -> None:
         """The default for the error hooks: stop, log ``error`` once and abort with it.
 
         The transport's ``abort(error)`` discards unsent output and hands
@@ -226,10 +254,41 @@ class LineReceiver(_BufferedReceiver):
     :meth:`raw_data_received` as they come, instead of lines;
     :meth:`set_line_mode` goes back. Called from a handler, a switch applies
     to the rest of the data already received.
+
+    Two more limits, off by default, protect a server from peers that are
+    slow on purpose or flood it (set them as class or instance attributes,
+    before ``connection_made``):
+
+    * ``line_timeout`` (seconds): each line must be complete within this
+      long of its first byte. While a partial line is buffered a timer runs;
+      the line end cancels it. If it fires, :meth:`line_timeout_exceeded` is
+      called, which by default logs the reason once and aborts the
+      connection with a :class:`LineTimeoutError`. This defeats "slowloris"
+      peers that keep a connection (and its slot) by sending a byte every
+      few seconds and never a line end: unlike an idle timeout, the trickle
+      does not restart the deadline. It does not run in raw mode or while
+      delivery is paused.
+    * ``max_lines_per_turn``: at most this many lines are handled per
+      ``data_received`` (one chunk may carry tens of thousands). Then the
+      transport's reading is paused and the rest is handled on the next
+      turns of the loop (``call_soon``), the same number at a time, so other
+      connections get their turn in between. Lines keep their order and
+      none is lost; once the buffered lines are handled, reading resumes,
+      unless the protocol paused delivery itself (:meth:`pause_producing`)
+      or the transport is closing. The budget counts every line end,
+      including over-long lines and lines after a switch of ``delimiter``.
+
+    Both need a clock: ``self.clock`` if the class has one, else the reactor
+    the transport runs on (``transport.get_extra_info("reactor")``), as for
+    the policies in :mod:`protocols.policies`.
     """
 
     delimiter: bytes = ANY_NEWLINE
     max_line_length: int = 65536
+    #: Seconds within which a line must be complete once begun; None: no deadline.
+    line_timeout: float | None = None
+    #: Lines handled per turn of the loop before the rest waits; None: no budget.
+    max_lines_per_turn: int | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -240,6 +299,38 @@ class LineReceiver(_BufferedReceiver):
         self._scan = 0
         self._scan_separator = b""
         self._discarding = False  # skipping the rest of an over-long line
+        self._line_timer: TimerHandle | None = None  # the line_timeout deadline
+        self._budget_handle: Handle | None = None  # the call_soon that delivers the rest
+        self._budget_paused = False  # reading is paused for the budget: resume it after
+
+    def connection_made(self, transport: Any) -> None:
+        """Check ``line_timeout`` and ``max_lines_per_turn`` (and that a clock is at hand).
+
+        Raises ValueError for a bad value, RuntimeError if a limit is set and
+        there is no clock (see the class documentation).
+        """
+        super().connection_made(transport)
+        if self.line_timeout is not None or self.max_lines_per_turn is not None:
+            name = type(self).__name__
+            timeout = self.line_timeout
+            if timeout is not None and (
+                isinstance(timeout, bool)
+                or not isinstance(timeout, (int, float))
+                or not 0 < timeout < math.inf
+            ):
+                raise ValueError(
+                    f"line_timeout must be a positive, finite number of seconds or None, "
+                    f"not {timeout!r}: fix {name}.line_timeout"
+                )
+            budget = self.max_lines_per_turn
+            if budget is not None and (
+                isinstance(budget, bool) or not isinstance(budget, int) or budget < 1
+            ):
+                raise ValueError(
+                    f"max_lines_per_turn must be a whole number of at least 1 or None, "
+                    f"not {budget!r}: fix {name}.max_lines_per_turn"
+                )
+            _clock_for(self, transport)  # fail now, not at the first partial line
 
     @property
     def line_mode(self) -> bool:
@@ -253,6 +344,22 @@ class LineReceiver(_BufferedReceiver):
     def raw_data_received(self, data: bytes) -> None:
         """Called with the bytes received in raw mode."""
         raise NotImplementedError(f"{type(self).__name__} must override raw_data_received()")
+
+    def line_timeout_exceeded(self) -> None:
+        """A line was begun ``line_timeout`` seconds ago and is still not complete.
+
+        By default the reason is logged and the connection aborted:
+        ``connection_lost`` gets a :class:`LineTimeoutError`. The partial
+        line is :attr:`buffer_size` bytes long. An override that keeps the
+        connection open gets a new deadline when the next bytes arrive.
+        """
+        self._abort_framing(
+            LineTimeoutError(
+                f"no complete line within {self.line_timeout:g} s of its first byte "
+                f"({self.buffer_size} bytes of it received); to allow slower lines, "
+                f"raise line_timeout on {type(self).__name__}"
+            )
+        )
 
     def line_length_exceeded(self, line: bytes) -> None:
         """A line longer than ``max_line_length`` arrived; ``line`` is it, or its start.
@@ -302,8 +409,22 @@ class LineReceiver(_BufferedReceiver):
             )
         self.transport.write(data)
 
+    def pause_producing(self) -> None:
+        """Stop delivering lines and ask the transport to stop reading.
+
+        Lines already buffered wait for :meth:`resume_producing`; so does
+        the ``line_timeout`` deadline (the peer cannot finish a line that is
+        not read). Safe to call from :meth:`line_received`.
+        """
+        super().pause_producing()
+        self._cancel_line_timer()
+
     def data_received(self, data: bytes) -> None:
-        if not self._line_mode and not self._buf and not self._busy and not self._halted():
+        if self._waiting:
+            # Out of budget, yet data came: reading was resumed behind our back.
+            # Pause it again (the continuation resumes it once caught up).
+            self._pause_for_budget()
+        elif not self._line_mode and not self._buf and not self._busy and not self._halted():
             # Raw mode with nothing buffered: hand the chunk over without copying.
             self._busy = True
             try:
@@ -319,6 +440,10 @@ class LineReceiver(_BufferedReceiver):
         buf = self._buf
         pos = self._off  # buf[:pos] is consumed
         window = 256
+        # Lines that may still be handled in this call: -1 counts down forever.
+        budget = self.max_lines_per_turn
+        left = -1 if budget is None else budget
+        completed = False  # a line end was seen: a new line's deadline starts
         try:
             while pos < len(buf) and not self._halted():
                 if not self._line_mode:
@@ -358,7 +483,12 @@ class LineReceiver(_BufferedReceiver):
                 window = max(window, end + size - pos)
                 lines = bytes(buf[pos : pos + window]).split(separator)
                 lines.pop()  # the incomplete rest: searched again from pos
+                completed = True  # (if the budget stops us first, the timer is off anyway)
                 for raw in lines:
+                    if not left:
+                        self._out_of_budget()
+                        break
+                    left -= 1
                     pos += len(raw) + size
                     line = raw[:-1] if lenient and raw.endswith(b"\r") else raw
                     if self._discarding:
@@ -378,6 +508,80 @@ class LineReceiver(_BufferedReceiver):
                     window *= 2
         finally:
             self._scan = max(0, self._scan - self._consumed(pos))
+            if self.line_timeout is not None or self._line_timer is not None:
+                self._update_line_timer(completed)
+
+    # -- the work budget -------------------------------------------------------
+
+    def _out_of_budget(self) -> None:
+        """``max_lines_per_turn`` lines were handled: deliver the rest on the next turn."""
+        transport = getattr(self, "transport", None)
+        self._budget_handle = _clock_for(self, transport).call_soon(self._continue_lines)
+        self._waiting = True
+        self._pause_for_budget()
+
+    def _pause_for_budget(self) -> None:
+        """Pause reading while out of budget, if it is not paused already (by the protocol)."""
+        transport = getattr(self, "transport", None)
+        if transport is not None and transport.is_reading():
+            transport.pause_reading()
+            self._budget_paused = True
+
+    def _resume_when_caught_up(self) -> None:
+        self._budget_paused = True
+
+    def _continue_lines(self) -> None:
+        """The next turn: deliver the next lines; once caught up, read again."""
+        self._budget_handle = None
+        if not self._waiting:
+            return
+        self._waiting = False
+        self._run()
+        if self._waiting:
+            return  # out of budget again: the next continuation carries on
+        resume, self._budget_paused = self._budget_paused, False
+        transport = getattr(self, "transport", None)
+        if resume and transport is not None and not self._halted():
+            transport.resume_reading()
+
+    # -- the line deadline -----------------------------------------------------
+
+    def _awaiting_line(self) -> bool:
+        """Whether the peer is in the middle of a line we are waiting for."""
+        return (
+            self._line_mode
+            and (self._discarding or len(self._buf) > self._off)
+            and not self._halted()
+        )
+
+    def _update_line_timer(self, completed: bool) -> None:
+        """Restart the deadline if a line ended; start it if a line is begun; else stop it."""
+        awaiting = self._awaiting_line()
+        if self._line_timer is not None and (completed or not awaiting):
+            self._cancel_line_timer()
+        timeout = self.line_timeout
+        if awaiting and self._line_timer is None and timeout is not None:
+            clock = _clock_for(self, getattr(self, "transport", None))
+            self._line_timer = clock.call_later(timeout, self._line_deadline)
+
+    def _cancel_line_timer(self) -> None:
+        timer = self._line_timer
+        if timer is not None:
+            self._line_timer = None
+            timer.cancel()
+
+    def _line_deadline(self) -> None:
+        self._line_timer = None
+        if self._awaiting_line():
+            self.line_timeout_exceeded()
+
+    def _stop(self) -> None:
+        super()._stop()
+        self._cancel_line_timer()
+        handle = self._budget_handle
+        if handle is not None:
+            self._budget_handle = None
+            handle.cancel()
 
 
 class LengthPrefixedReceiver(_BufferedReceiver):

@@ -10,6 +10,7 @@ bounds a broken test.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import re
@@ -22,10 +23,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
-from reactor import available_backends
+from apps.chat.__main__ import build_parser
+from apps.chat.server import (
+    ChatRoom,
+    ChatSession,
+    config_from_args,
+    make_factory,
+    make_server_reactor,
+)
+from reactor import FactoryArg, available_backends
 from tests.app_helpers import (
     REPO,
     AppProcess,
@@ -38,6 +48,7 @@ from tests.app_helpers import (
     port_in_use,
     run_cli,
 )
+from tests.conftest import run_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -212,6 +223,8 @@ def test_help_explains_every_option() -> None:
         "--ping-interval",
         "--ping-timeout",
         "--nick-timeout",
+        "--line-timeout",
+        "--close-timeout",
     ):
         assert option in server.stdout
     client = run_chat("client", "--help")
@@ -623,3 +636,218 @@ def test_shutdown_does_not_wait_forever_for_a_client_that_does_not_read(
         assert time.monotonic() - started < 5.0  # the flush deadline is 2 s
         talker.expect("* server is going away")
         assert talker.expect_eof() == []
+
+
+# ------------------------------------------------------------------- hardening
+
+
+def test_slowloris_clients_cannot_keep_a_legitimate_client_out(sockets: list[LineSocket]) -> None:
+    """Ten clients fill a server with room for ten, then trickle a byte at a time
+    and never end a line ("slowloris"). Each is cut off --line-timeout after its
+    first byte, however it trickles, and a legitimate client gets in."""
+    timeout = 1.0
+    pace = 0.3  # the attackers send a byte whenever nothing happened for this long
+    args = ("--max-clients", "10", "--max-per-ip", "0", "--line-timeout", str(timeout))
+    with ChatServer(*args) as server:
+        attackers: list[socket.socket] = []
+        sel = selectors.DefaultSelector()
+        try:
+            for _ in range(10):
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT)
+                attackers.append(sock)
+                welcome = b""
+                while not welcome.endswith(b"\n"):
+                    welcome += sock.recv(4096)
+                assert welcome.startswith(b"= welcome"), welcome
+            refused = LineSocket(server.port, welcome=False)
+            sockets.append(refused)
+            refused.expect("! error: server full (too many connections); try again later")
+            refused.expect_eof()
+            refused.close()  # (the server waits for its FIN before letting go of the socket)
+
+            first_byte: dict[int, float] = {}
+            sent = [0] * 10
+            for i, sock in enumerate(attackers):
+                sock.sendall(b"x")
+                first_byte[i] = time.monotonic()
+                sent[i] = 1
+                sock.setblocking(False)
+                sel.register(sock, selectors.EVENT_READ, i)
+            received = [b""] * 10
+            dropped: dict[int, float] = {}
+            deadline = time.monotonic() + WAIT
+            while len(dropped) < 10:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"only {len(dropped)} of 10 slowloris clients were cut off")
+                events = sel.select(pace)
+                for key, _ in events:
+                    i = key.data
+                    try:
+                        chunk = attackers[i].recv(4096)
+                    except ConnectionResetError:
+                        chunk = b""
+                    if chunk:
+                        received[i] += chunk
+                    else:
+                        dropped[i] = time.monotonic()
+                        sel.unregister(attackers[i])
+                if not events:
+                    for i, sock in enumerate(attackers):
+                        if i not in dropped:
+                            sock.send(b"x")
+                            sent[i] += 1
+            for i in range(10):
+                assert (
+                    f"! error: no complete line within {timeout:g} s; closing".encode()
+                    in (received[i])
+                )
+                # The trickle did not restart the deadline (as activity restarts an
+                # idle timeout): the line had to be complete a second after it began.
+                took = dropped[i] - first_byte[i]
+                assert timeout - 0.05 <= took < timeout + 5.0, took
+            assert max(sent) >= 2
+        finally:
+            sel.close()
+            for sock in attackers:
+                sock.close()
+        legit = LineSocket(server.port, "legit")
+        sockets.append(legit)
+        legit.send("/who")
+        legit.expect("= 1 online: legit")
+        assert server.stop() == 0
+
+
+def test_quit_from_a_client_that_does_not_read_ends_within_the_close_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client stops reading, lets the server's output to it back up, then sends
+    /quit: the server's close cannot flush, and --close-timeout ends it.
+
+    The server runs in this process (the chat server's own reactor, room and
+    factory, made from its command line), so the test can wait for the
+    server's output to back up and for the connection to be released.
+    """
+    close_timeout = 0.5
+    args = build_parser().parse_args(
+        ["server", "--close-timeout", str(close_timeout), "--max-output", str(64 << 20)]
+    )
+    config = config_from_args(args)
+    caplog.set_level(logging.INFO, logger="apps.chat")
+    with make_server_reactor("reactor-chat", args, config) as reactor:
+        assert reactor.close_timeout == close_timeout
+        room = ChatRoom(reactor, config)
+        listener = reactor.listen_tcp(0, cast(FactoryArg, make_factory(room)))
+        staller = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            staller.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            staller.connect(listener.address)
+            staller.setblocking(False)
+            run_until(reactor, lambda: room.sessions, what="the connection")
+            [session] = list(room.sessions)
+            assert isinstance(session, ChatSession)
+            outgoing = bytearray(b"/nick staller\n")
+            requests = 0
+
+            def pump() -> None:
+                try:
+                    del outgoing[: staller.send(outgoing)]
+                except BlockingIOError:
+                    pass
+
+            def backed_up() -> bool:
+                # Ask for /help (8 lines back for 6 bytes) until the server holds
+                # output that the kernel would not take: the client is not reading.
+                nonlocal requests
+                if session.transport.get_write_buffer_size() > 0:
+                    return True
+                if not outgoing:
+                    assert requests < 200_000, "the server's output never backed up"
+                    outgoing.extend(b"/help\n" * 500)
+                    requests += 500
+                pump()
+                return False
+
+            run_until(reactor, backed_up, timeout=30, what="the output to back up")
+            outgoing.extend(b"/quit\n")
+
+            def quit_sent() -> bool:
+                pump()
+                return not outgoing
+
+            run_until(reactor, quit_sent, what="the /quit to be sent")
+            sent_at = time.monotonic()
+            run_until(reactor, lambda: session not in room.sessions, what="the close timeout")
+            took = time.monotonic() - sent_at
+            assert close_timeout - 0.05 <= took < WAIT, took
+            assert session.nick is not None and session.nick not in room.members
+            assert "the close timeout" in caplog.text
+            assert session.transport.is_closing()
+        finally:
+            staller.close()
+
+
+def test_a_mass_disconnect_does_not_stall_the_others(sockets: list[LineSocket]) -> None:
+    """300 members vanish at once. Their leaves are batched (one write per member
+    per turn, not per leave): another client's PING is answered promptly and it
+    hears every leave."""
+    crowd_size = 300
+    left_re = re.compile(r"\* (c\d{3}) left(?: \(connection lost\))?")
+    with ChatServer("--max-per-ip", "0", "--max-clients", "0") as server:
+        observer = LineSocket(server.port, "observer")
+        sockets.append(observer)
+        crowd: list[socket.socket] = []
+        try:
+            for i in range(crowd_size):
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT)
+                crowd.append(sock)
+                sock.sendall(b"/nick c%03d\n" % i)
+            observer.expect_all([f"* c{i:03d} joined" for i in range(crowd_size)], timeout=30)
+        finally:
+            for sock in crowd:
+                sock.close()  # unread lines in their buffers: most go as resets
+        start = time.monotonic()
+        observer.send("PING")
+        observer.expect("PONG")
+        round_trip = time.monotonic() - start
+        gone = {m.group(1) for line in observer.history if (m := left_re.fullmatch(line))}
+        while len(gone) < crowd_size:
+            line = observer.expect(lambda line: left_re.fullmatch(line) is not None)
+            gone.add(line.split()[1])
+        assert gone == {f"c{i:03d}" for i in range(crowd_size)}
+        assert round_trip < 5.0, round_trip  # a generous bound: it only catches a stall
+        observer.send("/who")
+        observer.expect("= 1 online: observer")
+        assert server.stop() == 0
+
+
+def test_a_client_pipelining_commands_does_not_hold_up_the_others(
+    sockets: list[LineSocket],
+) -> None:
+    """One client sends 20,000 commands in one go. The server handles them a few
+    dozen per turn: another client's PING is answered promptly, and every command
+    is answered, in order."""
+    commands = 20_000
+    with ChatServer("--max-output", str(64 << 20)) as server:
+        observer = LineSocket(server.port, "observer")
+        flooder = LineSocket(server.port, "flooder")
+        sockets += [observer, flooder]
+        observer.expect("* flooder joined")
+        flood = b"".join(b"mark %d\n" % i if i % 1000 == 0 else b"/who\n" for i in range(commands))
+        flooder.send(flood, end=b"")
+        start = time.monotonic()
+        observer.send("PING")
+        observer.expect("PONG")
+        round_trip = time.monotonic() - start
+        expected = [
+            f"<flooder> mark {i}" if i % 1000 == 0 else "= 2 online: flooder, observer"
+            for i in range(commands)
+        ]
+        got: list[str] = []
+        while len(got) < commands:
+            line = flooder.read_line()
+            assert line is not None, f"EOF after {len(got)} replies"
+            if line != "PING":
+                got.append(line)
+        assert got == expected
+        assert round_trip < 5.0, round_trip  # a generous bound: it only catches a stall
+        assert server.stop() == 0

@@ -5,6 +5,7 @@ the wire format, and the client's pieces. Fast and deterministic: no sockets, no
 from __future__ import annotations
 
 import io
+import logging
 from typing import Any
 
 import pytest
@@ -20,9 +21,11 @@ from apps.chat.server import (
     ChatSession,
     config_from_args,
     make_factory,
+    make_server_reactor,
 )
 from protocols.testing import Clock, MemoryTransport
 from tests.app_helpers import exit_code
+from tests.test_framing_budget import TurnClock
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -580,6 +583,9 @@ def test_the_command_line_defaults_are_the_config_defaults() -> None:
         ["server", "--max-output", "10"],
         ["server", "--ping-timeout", "-1"],
         ["server", "--nick-timeout", "nan"],
+        ["server", "--line-timeout", "0"],
+        ["server", "--close-timeout", "nan"],
+        ["server", "--close-timeout", "-5"],
         ["server", "--max-clients", "-1"],
         ["client", "h", "0", "--nick", "x"],
         ["client", "h", "1", "--nick", ""],
@@ -590,3 +596,200 @@ def test_bad_arguments_are_usage_errors(
 ) -> None:
     assert exit_code(build_parser().parse_args, argv) == 2
     assert "error:" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ hardening
+
+
+def test_a_slowloris_client_is_disconnected_at_the_line_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One byte every 1.5 s and never a line end: cut off 10 s after its first byte
+    (any traffic counts as a sign of life for the heartbeat, so without a line
+    deadline it would hold its connection slot for ever)."""
+    r = Room(line_timeout=10, ping_interval=5, ping_timeout=5)
+    alice, slow = r.connect("alice"), r.connect("slow")
+    anonymous = r.connect()
+    r.lines(alice)
+    caplog.set_level(logging.INFO, logger="apps.chat")
+    for _ in range(6):  # t = 0, 1.5, ... 7.5
+        slow.feed(b"x")
+        anonymous.feed(b"y")
+        r.say(alice, "PONG")  # alice keeps answering the heartbeat
+        r.clock.advance(1.5)
+    r.clock.advance(0.5)
+    assert not slow.closed and not anonymous.closed
+    r.clock.advance(0.5)  # t = 10
+    for t in (slow, anonymous):
+        assert r.lines(t)[-1] == "! error: no complete line within 10 s; closing"
+        assert t.lost
+    assert r.lines(alice) == ["* slow left (line timeout)"]
+    assert caplog.text.count("no complete line within 10 s") == 2
+    assert not alice.closed
+
+
+def test_many_leaving_at_once_cost_a_write_per_client_not_per_client_per_leave() -> None:
+    """A mass disconnect: each leave used to flush the room, a write to every
+    member per leave (quadratic). Now the room gets one write each per turn."""
+    r = Room(max_clients=0, max_per_ip=0)
+    n = 200
+    stay = [r.connect(f"stay{i}") for i in range(5)]
+    go = [r.connect(f"go{i:03d}") for i in range(n)]
+    for t in stay + go:
+        r.lines(t)
+        t.writes.clear()
+    for i, t in enumerate(go):  # all in one turn: half send EOF, half reset
+        if i % 2:
+            t.feed_eof()
+        else:
+            t.feed_reset()
+    notices = [f"* go{i:03d} left" + ("" if i % 2 else " (connection lost)") for i in range(n)]
+    r.clock.advance(0)
+    for t in stay:
+        assert len(t.writes) == 1
+        assert r.lines(t) == notices
+    # A client that left with EOF still got what was queued before it left, in one write.
+    for i in range(1, n, 2):
+        assert len(go[i].writes) == 1
+        assert r.lines(go[i]) == notices[:i]
+        assert go[i].lost
+    writes = sum(len(t.writes) for t in stay + go)
+    assert writes == len(stay) + n // 2
+    assert set(r.room.members) == {f"stay{i}" for i in range(5)}
+    assert r.room.sessions.keys() == {r.session(t) for t in stay}
+
+
+def test_a_member_who_joins_and_leaves_in_one_turn_gets_only_its_share(r: Room) -> None:
+    alice = r.connect("alice")
+    newcomer = r.connect()
+    alice.feed(b"before\n")
+    newcomer.feed(b"/nick bob\n")
+    alice.feed(b"during\n")
+    newcomer.feed(b"/quit\n")
+    alice.feed(b"after\n")
+    assert r.lines(newcomer) == ["* bob joined", "<alice> during", "= bye"]
+    assert r.lines(alice) == [
+        "<alice> before",
+        "* bob joined",
+        "<alice> during",
+        "* bob left (quit)",
+        "<alice> after",
+    ]
+
+
+def test_pipelined_commands_are_handled_a_few_per_turn_and_answered_in_order() -> None:
+    clock = TurnClock()
+    room = ChatRoom(clock, ChatConfig(max_lines_per_turn=8))
+    t = SpyTransport(peername=("10.0.0.1", 5000))
+    session = room.build_protocol(("10.0.0.1", 5000))
+    t.connect(session)
+    t.feed(b"/nick alice\n")
+    while clock.soon:
+        clock.turn()
+    t.clear()
+    handled: list[bytes] = []
+    line_received = session.line_received
+
+    def counting(line: bytes) -> None:
+        handled.append(line)
+        line_received(line)
+
+    session.line_received = counting  # type: ignore[method-assign]
+    commands = 500
+    t.feed(b"".join(b"/who\n%d\n" % i for i in range(commands)))
+    per_turn = [len(handled)]
+    assert not t.is_reading()  # the rest waits for its turns
+    while clock.soon:
+        before = len(handled)
+        clock.turn()
+        per_turn.append(len(handled) - before)
+    assert max(per_turn) == 8
+    assert sum(per_turn) == 2 * commands
+    assert t.is_reading()
+    got = t.value().decode().split("\r\n")[:-1]
+    assert got == [line for i in range(commands) for line in ("= 1 online: alice", f"<alice> {i}")]
+
+
+def test_bidirectional_formatting_characters_are_refused_and_logged(
+    r: Room, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice, bob = r.connect("alice"), r.connect("bob")
+    r.lines(alice)
+    caplog.set_level(logging.INFO, logger="apps.chat")
+    r.say(bob, "see invoice \u202egpj.exe")
+    r.say(bob, "/msg alice \u2066hidden\u2069 and \u202a")
+    r.say(bob, "/nick b\u202eob")
+    assert r.lines(bob) == [
+        "! error: bidirectional formatting characters (U+202E) are not allowed; line discarded",
+        "! error: bidirectional formatting characters (U+2066, U+2069, U+202A) are not allowed; "
+        "line discarded",
+        "! error: bidirectional formatting characters (U+202E) are not allowed; line discarded",
+    ]
+    assert r.lines(alice) == []
+    refused = [rec for rec in caplog.records if "line refused" in rec.getMessage()]
+    assert len(refused) == 3
+    assert all(rec.levelno == logging.INFO for rec in refused)
+    assert "bob" in refused[0].getMessage()
+    assert "U+202E" in refused[0].getMessage()
+    # The invisible marks right-to-left text needs are fine.
+    r.say(bob, "\u200f\u05e9\u05dc\u05d5\u05dd")
+    assert r.lines(alice) == ["<bob> \u200f\u05e9\u05dc\u05d5\u05dd"]
+    # Nicks are ASCII anyway: a bidi character in one is an invalid nick.
+    assert wire.nick_problem("b\u202eob") is not None
+
+
+def test_refused_lines_are_logged_with_the_reason_a_few_per_connection(
+    r: Room, caplog: pytest.LogCaptureFixture
+) -> None:
+    t = r.connect("alice")
+    caplog.set_level(logging.INFO, logger="apps.chat")
+    r.say(t, "x" * 3000)
+    for _ in range(8):
+        r.say(t, b"caf\xe9")
+    r.say(t, "\x1b[2J")
+    assert len(r.lines(t)) == 10
+    refused = [rec.getMessage() for rec in caplog.records if "line refused" in rec.getMessage()]
+    assert len(refused) == 5
+    assert "line too long (limit 2048 bytes)" in refused[0]
+    assert "invalid UTF-8" in refused[1]
+    assert refused[-1].endswith("further refusals are not logged")
+
+
+def test_sanitize_hides_bidi_formatting_characters_from_the_terminal() -> None:
+    assert wire.sanitize("a\u202eb\u2066c\u2069d\u200fe") == "a\ufffdb\ufffdc\ufffdd\u200fe"
+    assert wire.bidi_controls("plain") == []
+    out = io.BytesIO()
+    protocol = ChatClientProtocol(Console(out, interactive=False), "a", lambda exc: None)
+    t = MemoryTransport()
+    t.connect(protocol)
+    t.feed("<mallory> \u202eevil\r\n".encode())
+    assert out.getvalue().decode() == "<mallory> \ufffdevil\n"
+
+
+class CloseTimeoutSpy(MemoryTransport):
+    """A MemoryTransport with the reactor's set_close_timeout(), recorded."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.close_timeouts: list[float] = []
+
+    def set_close_timeout(self, seconds: float) -> None:
+        self.close_timeouts.append(seconds)
+
+
+def test_each_connection_gets_the_rooms_close_timeout() -> None:
+    room = ChatRoom(Clock(), ChatConfig(close_timeout=2.5))
+    t = CloseTimeoutSpy(peername=("10.0.0.1", 5000))
+    t.connect(room.build_protocol(("10.0.0.1", 5000)))
+    assert t.close_timeouts == [2.5]
+
+
+def test_line_and_close_timeouts_come_from_the_command_line() -> None:
+    args = build_parser().parse_args(
+        ["server", "--line-timeout", "2.5", "--close-timeout", "0.5", "--backend", "select"]
+    )
+    config = config_from_args(args)
+    assert (config.line_timeout, config.close_timeout) == (2.5, 0.5)
+    with make_server_reactor("reactor-chat", args, config) as reactor:
+        assert reactor.close_timeout == 0.5
+        assert reactor.backend == "select"

@@ -5,10 +5,19 @@ and the factory that makes one :class:`ChatSession` per connection. The
 policies that keep one client from hurting the others live here too:
 
 * lines are capped (an over-long line is answered with an error and skipped)
-  and must be valid UTF-8 without terminal control characters;
+  and must be valid UTF-8 without terminal control characters or
+  bidirectional formatting characters; refused lines are logged (INFO);
+* a line must be complete within ``line_timeout`` of its first byte, so a
+  client that trickles bytes without ever ending a line ("slowloris") cannot
+  hold a connection slot for long;
+* one client's lines are handled at most ``max_lines_per_turn`` per turn of
+  the loop, reading from it paused meanwhile, so a client that pipelines
+  thousands of commands cannot hold up the others;
 * each client's output buffer is capped: a client that stops reading is cut
   off once the bytes waiting for it pass ``max_output``, so it cannot grow
-  the server's memory or hold up anyone else;
+  the server's memory or hold up anyone else; a connection closed with output
+  still unsent (``/quit`` from a client that does not read) is aborted after
+  ``close_timeout``;
 * a client quiet for ``ping_interval`` gets ``PING`` and is dropped if
   nothing comes back within ``ping_timeout``; a connection that never sets a
   nick is closed after ``nick_timeout``;
@@ -20,7 +29,10 @@ turn of the loop, joined into one bytes object that every member gets as is.
 Under load this turns thousands of small writes per client into a few large
 ones, and each line is encoded once whatever the number of members. Replies
 to one client (errors, ``/who``, private messages) flush the queue first, so
-every client sees lines in the order the server produced them.
+every client sees lines in the order the server produced them. Leaves are
+batched too: a leaver is written its own share of the queue, the rest of the
+room gets the notices with the next flush, so a thousand clients leaving at
+once cost a write per client, not a write per client per leave.
 """
 
 from __future__ import annotations
@@ -33,16 +45,16 @@ from typing import Any, ClassVar, cast
 
 from apps._common import (
     EXIT_ERROR,
+    EXIT_USAGE,
     GracefulShutdown,
     die,
     int_at_least,
-    make_reactor,
     positive_seconds,
     print_listening,
 )
 from apps.chat import wire
 from protocols import ConnectionLimiter, LineReceiver
-from reactor import Address, Clock, FactoryArg, Handle, TimerHandle
+from reactor import Address, Clock, FactoryArg, Handle, Reactor, TimerHandle
 
 __all__ = [
     "ChatConfig",
@@ -50,6 +62,7 @@ __all__ = [
     "ChatSession",
     "add_server_options",
     "make_factory",
+    "make_server_reactor",
     "run_server",
 ]
 
@@ -85,6 +98,12 @@ class ChatConfig:
     ping_timeout: float = 30.0
     #: Close a connection that has not set a nick after this many seconds.
     nick_timeout: float = 60.0
+    #: A line must be complete within this many seconds of its first byte.
+    line_timeout: float = 10.0
+    #: A closed connection whose output is not flushed within this long is aborted.
+    close_timeout: float = 10.0
+    #: Lines of one client handled per turn of the loop before the rest waits.
+    max_lines_per_turn: int = 64
     #: Connections in total and per IP address; 0 means no limit.
     max_clients: int = 1000
     max_per_ip: int = 20
@@ -152,7 +171,14 @@ class ChatRoom:
         nick = session.nick
         if nick is None or self.members.get(nick.casefold()) is not session:
             return
-        self.flush()  # the leaver still gets what was said before it left
+        # The leaver still gets what was queued before it left: its share of
+        # the queue, written to it alone. (Flushing the whole room here would
+        # cost a write per member per leave: quadratic when many leave at once.
+        # The others get the queue, and the notice, with the next flush.)
+        start = self._late.pop(session, 0)
+        pending = self._pending
+        if len(pending) > start and not session.transport.is_closing():
+            session.deliver(b"".join(pending[start:]))
         del self.members[nick.casefold()]
         log.info("%s left%s", nick, f" ({how})" if how else "")
         if not self.closing:
@@ -216,6 +242,8 @@ class ChatSession(LineReceiver):
         self.config = room.config
         # One more byte than the limit, for the '\r' of a '\r\n' line end.
         self.max_line_length = self.config.max_line + 1
+        self.line_timeout = self.config.line_timeout
+        self.max_lines_per_turn = self.config.max_lines_per_turn
         self.addr = addr
         self.nick: str | None = None
         self._left = False
@@ -224,6 +252,7 @@ class ChatSession(LineReceiver):
         self._ping_out = False  # a PING is waiting for an answer
         self._heartbeat: TimerHandle | None = None
         self._nick_timer: TimerHandle | None = None
+        self._refused = 0  # lines refused so far (the first few are logged)
 
     def __repr__(self) -> str:
         return f"<ChatSession {self.nick or '(no nick)'} {self.addr!r}>"
@@ -232,6 +261,9 @@ class ChatSession(LineReceiver):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
+        set_close_timeout = getattr(transport, "set_close_timeout", None)
+        if set_close_timeout is not None:  # the reactor's transports have it
+            set_close_timeout(self.config.close_timeout)
         room = self.room
         room.sessions[self] = None
         now = self.clock.time()
@@ -264,6 +296,8 @@ class ChatSession(LineReceiver):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
+        if isinstance(exc, TimeoutError):  # the close timeout, or the TCP stack gave up
+            log.info("%r: connection ended: %s", self, exc)
         self._leave(None if exc is None else "connection lost")
         self.room.sessions.pop(self, None)
 
@@ -306,9 +340,10 @@ class ChatSession(LineReceiver):
             self._overflow()
 
     def _overflow(self) -> None:
-        size = self.transport.get_write_buffer_size()
-        log.info("%r: %d bytes waiting, over the cap: dropping it", self, size)
-        self._leave("dropped: not reading")
+        if not self._left:
+            size = self.transport.get_write_buffer_size()
+            log.info("%r: %d bytes waiting, over the cap: dropping it", self, size)
+            self._leave("dropped: not reading")
         # It is not reading: a goodbye would only queue behind the rest.
         self.transport.abort()
 
@@ -347,7 +382,35 @@ class ChatSession(LineReceiver):
 
     def line_length_exceeded(self, line: bytes) -> None:
         # Keep the connection: LineReceiver skips the rest of this line.
-        self.send(wire.error(f"line too long (limit {self.config.max_line} bytes); discarded"))
+        self._refuse(f"line too long (limit {self.config.max_line} bytes); discarded")
+
+    def line_timeout_exceeded(self) -> None:
+        timeout = self.config.line_timeout
+        log.info(
+            "%r: no complete line within %g s (%d bytes of it received): closing",
+            self,
+            timeout,
+            self.buffer_size,
+        )
+        self._leave("line timeout")
+        self.send(wire.error(f"no complete line within {timeout:g} s; closing"))
+        self._end()
+
+    # Refused lines are logged, but only the first few per connection: a
+    # client sending nothing but bad lines must not flood the log.
+    _LOGGED_REFUSALS: ClassVar[int] = 5
+
+    def _refuse(self, reason: str) -> None:
+        """Answer a refused line with an error line, and log why."""
+        self._refused += 1
+        if self._refused <= self._LOGGED_REFUSALS:
+            more = (
+                "; further refusals are not logged"
+                if self._refused == self._LOGGED_REFUSALS
+                else ""
+            )
+            log.info("%r: line refused: %s%s", self, reason, more)
+        self.send(wire.error(reason))
 
     def line_received(self, line: bytes) -> None:
         if self._left:
@@ -360,10 +423,17 @@ class ChatSession(LineReceiver):
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
-            self.send(wire.error("invalid UTF-8; line discarded"))
+            self._refuse("invalid UTF-8; line discarded")
             return
         if wire.has_control(text):
-            self.send(wire.error("control characters are not allowed; line discarded"))
+            self._refuse("control characters are not allowed; line discarded")
+            return
+        bidi = wire.bidi_controls(text)
+        if bidi:
+            self._refuse(
+                f"bidirectional formatting characters ({', '.join(bidi)}) are not allowed; "
+                "line discarded"
+            )
             return
         if not text or text.isspace():
             return
@@ -540,6 +610,23 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         help="disconnect a connection that has not set a nick after this long "
         "(default: %(default)g)",
     )
+    group.add_argument(
+        "--line-timeout",
+        type=positive_seconds,
+        default=d.line_timeout,
+        metavar="SECONDS",
+        help="a line must be complete (line end included) within this long of its first "
+        "byte; a client that trickles a line slower than that gets an error line and is "
+        "disconnected, so it cannot hold a connection slot (default: %(default)g)",
+    )
+    group.add_argument(
+        "--close-timeout",
+        type=positive_seconds,
+        default=d.close_timeout,
+        metavar="SECONDS",
+        help="a connection being closed (after /quit, an error or a timeout) whose pending "
+        "output the client does not read within this long is cut off (default: %(default)g)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ChatConfig:
@@ -549,15 +636,32 @@ def config_from_args(args: argparse.Namespace) -> ChatConfig:
         ping_interval=args.ping_interval,
         ping_timeout=args.ping_timeout,
         nick_timeout=args.nick_timeout,
+        line_timeout=args.line_timeout,
+        close_timeout=args.close_timeout,
         max_clients=args.max_clients,
         max_per_ip=args.max_per_ip,
     )
 
 
+def make_server_reactor(prog: str, args: argparse.Namespace, config: ChatConfig) -> Reactor:
+    """The reactor for the server: ``--backend``, ``--trace`` and ``--close-timeout``.
+
+    A bad value is a usage error: ``prog: reason`` and exit 2.
+    """
+    try:
+        return Reactor(
+            backend=args.backend,
+            trace=True if getattr(args, "trace", False) else None,
+            close_timeout=config.close_timeout,
+        )
+    except ValueError as exc:
+        die(prog, str(exc), EXIT_USAGE)
+
+
 def run_server(prog: str, args: argparse.Namespace) -> int:
     """Listen, print where, serve until SIGINT/SIGTERM, then say goodbye and exit 0."""
     config = config_from_args(args)
-    with make_reactor(prog, args) as reactor:
+    with make_server_reactor(prog, args, config) as reactor:
         room = ChatRoom(reactor, config)
         try:
             # The cast: ConnectionLimiter.build_protocol may return None (a refusal,

@@ -39,6 +39,7 @@ __all__ = [
     "Kind",
     "ServerLine",
     "action",
+    "bidi_controls",
     "error",
     "event",
     "has_control",
@@ -65,6 +66,16 @@ _NICK_RE = re.compile(rf"[A-Za-z0-9_.\-]{{1,{NICK_MAX}}}")
 #: by the client.
 _CONTROL_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
+#: The explicit bidirectional formatting characters: embeddings and overrides
+#: (U+202A to U+202E) and isolates (U+2066 to U+2069). Relayed, they reorder
+#: how the rest of the line, and what a client prints after it, is displayed
+#: (the "Trojan Source" trick): a message could seem to say something else, or
+#: come from someone else. Never relayed by the server, never printed raw by
+#: the client. (The invisible marks U+200E, U+200F and U+061C are allowed:
+#: right-to-left text needs them, and their effect does not spread.)
+_BIDI_RE = re.compile("[\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # both
+
 
 def nick_problem(nick: str) -> str | None:
     """Why ``nick`` is not a valid nick, or None if it is."""
@@ -82,9 +93,20 @@ def has_control(text: str) -> bool:
     return _CONTROL_RE.search(text) is not None
 
 
+def bidi_controls(text: str) -> list[str]:
+    """The bidirectional formatting characters in ``text``, as ``U+XXXX``, in order, once each."""
+    if _BIDI_RE.search(text) is None:
+        return []
+    return list(dict.fromkeys(f"U+{ord(ch):04X}" for ch in _BIDI_RE.findall(text)))
+
+
 def sanitize(text: str) -> str:
-    """``text`` with every control character shown as U+FFFD, safe to print on a terminal."""
-    return _CONTROL_RE.sub("\ufffd", text)
+    """``text`` with every control or bidi formatting character shown as U+FFFD.
+
+    Safe to print on a terminal: nothing in it can drive the terminal or
+    reorder how the text around it is displayed.
+    """
+    return _UNSAFE_RE.sub("\ufffd", text)
 
 
 # ---------------------------------------------------------------- formatting
