@@ -123,7 +123,7 @@ class _BufferedReceiver(Protocol):
         self._off = 0  # _buf[:_off] is consumed but not yet deleted (see _consumed)
         self._busy = False  # inside _parse: a nested data_received only appends
         self._paused = False  # pause_producing(): keep buffering, deliver nothing
-        self._waiting = False  # out of budget: the rest is delivered by a call_soon
+        self._lines_deferred = False  # out of budget: the rest is delivered by a call_soon
         self._stopped = False  # framing ended: an error, or the connection was lost
 
     @property
@@ -168,7 +168,7 @@ class _BufferedReceiver(Protocol):
         transport = getattr(self, "transport", None)
         if transport is None:
             return
-        if self._waiting:
+        if self._lines_deferred:
             # Out of budget again: the continuation resumes reading once caught up.
             self._resume_when_caught_up()
         elif not self._halted():
@@ -178,7 +178,7 @@ class _BufferedReceiver(Protocol):
         """Overridden by LineReceiver, the only receiver with a work budget."""
 
     def _run(self) -> None:
-        if self._busy or self._paused or self._waiting:
+        if self._busy or self._paused or self._lines_deferred:
             return
         self._busy = True
         try:
@@ -191,7 +191,7 @@ class _BufferedReceiver(Protocol):
 
     def _halted(self) -> bool:
         """Whether to stop delivering: paused, out of budget, stopped, or the transport closing."""
-        if self._paused or self._stopped or self._waiting:
+        if self._paused or self._stopped or self._lines_deferred:
             return True
         transport = getattr(self, "transport", None)
         return transport is not None and bool(transport.is_closing())
@@ -420,7 +420,7 @@ class LineReceiver(_BufferedReceiver):
         self._cancel_line_timer()
 
     def data_received(self, data: bytes) -> None:
-        if self._waiting:
+        if self._lines_deferred:
             # Out of budget, yet data came: reading was resumed behind our back.
             # Pause it again (the continuation resumes it once caught up).
             self._pause_for_budget()
@@ -517,7 +517,7 @@ class LineReceiver(_BufferedReceiver):
         """``max_lines_per_turn`` lines were handled: deliver the rest on the next turn."""
         transport = getattr(self, "transport", None)
         self._budget_handle = _clock_for(self, transport).call_soon(self._continue_lines)
-        self._waiting = True
+        self._lines_deferred = True
         self._pause_for_budget()
 
     def _pause_for_budget(self) -> None:
@@ -533,11 +533,11 @@ class LineReceiver(_BufferedReceiver):
     def _continue_lines(self) -> None:
         """The next turn: deliver the next lines; once caught up, read again."""
         self._budget_handle = None
-        if not self._waiting:
+        if not self._lines_deferred:
             return
-        self._waiting = False
+        self._lines_deferred = False
         self._run()
-        if self._waiting:
+        if self._lines_deferred:
             return  # out of budget again: the next continuation carries on
         resume, self._budget_paused = self._budget_paused, False
         transport = getattr(self, "transport", None)
