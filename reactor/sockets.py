@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 
 __all__ = [
     "bind_error",
@@ -18,6 +19,7 @@ __all__ = [
     "connect_error",
     "ip_family",
     "listening_socket",
+    "set_abortive_close",
     "set_nodelay",
     "set_reuse_port",
 ]
@@ -70,6 +72,19 @@ def set_reuse_port(sock: socket.socket) -> None:
     if not hasattr(socket, "SO_REUSEPORT"):  # pragma: no cover - Windows
         raise ValueError("reuse_port=True: SO_REUSEPORT is not supported on this platform")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+
+
+def set_abortive_close(sock: socket.socket) -> None:
+    """Make close() send a reset and drop unsent data at once (SO_LINGER 0).
+
+    For a connection given up on: a plain close() of a socket whose peer
+    reads nothing leaves the kernel holding it and its unsent data (up to
+    megabytes) until TCP's own timers end it, and the peer never learns.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:  # pragma: no cover - the peer reset it already
+        pass
 
 
 def bind_error(exc: OSError, host: str | None, port: int) -> OSError:

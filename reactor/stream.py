@@ -32,7 +32,7 @@ from typing import Any
 
 from reactor.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER
 from reactor.interfaces import ProtocolInterface, ReactorPort
-from reactor.sockets import check_timeout
+from reactor.sockets import check_timeout, set_abortive_close
 from reactor.transport import BaseTransport, as_bytes, get_ident
 
 __all__ = ["LINGER_TIME", "MAX_LINGERING", "StreamTransport"]
@@ -382,6 +382,7 @@ class StreamTransport(BaseTransport):
         self._close_timer = None
         size = self._buffer_size
         log.info("%r: %d bytes not flushed %.3g s after close(); aborting", self, size, timeout)
+        set_abortive_close(self._sock)  # a reset: the kernel keeps nothing for it either
         self._force_close(
             TimeoutError(
                 f"closed with {size} bytes unsent: the peer read nothing for {timeout:g} s "

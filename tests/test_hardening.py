@@ -86,6 +86,12 @@ def test_close_of_a_connection_whose_peer_never_reads_is_aborted(backend: str) -
         assert isinstance(exc, TimeoutError)
         assert "close timeout" in str(exc)
         run_until(reactor, lambda: reactor.stats()["connections"] == 0, what="the slot freed")
+        # The client is told with a reset, and the kernel keeps nothing for it.
+        client.settimeout(10)
+        with pytest.raises(ConnectionResetError):
+            for _ in range(100_000):  # bounded: what arrived before the reset, then the reset
+                if not client.recv(1 << 20):
+                    break
         client.close()
 
 
