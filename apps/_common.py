@@ -22,6 +22,7 @@ __all__ = [
     "EXIT_ERROR",
     "EXIT_USAGE",
     "GracefulShutdown",
+    "add_close_timeout_option",
     "add_common_options",
     "die",
     "int_at_least",
@@ -74,6 +75,19 @@ def add_common_options(
         type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="how much to log to stderr (default: WARNING)",
+    )
+
+
+def add_close_timeout_option(parser: argparse.ArgumentParser, *, default: float = 10.0) -> None:
+    """Add ``--close-timeout SECONDS``, which :func:`make_reactor` passes to the Reactor."""
+    parser.add_argument(
+        "--close-timeout",
+        type=positive_seconds,
+        default=default,
+        metavar="SECONDS",
+        help="once a connection is closed, give a client that does not read this long to "
+        "take what it is owed, then abort the connection; also how long a shutdown waits "
+        f"for clients (default: {default:g})",
     )
 
 
@@ -134,8 +148,13 @@ def die(prog: str, message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 
 def make_reactor(prog: str, args: argparse.Namespace) -> Reactor:
+    """The Reactor the options ask for: --backend, --trace, and --close-timeout if any."""
+    trace = True if getattr(args, "trace", False) else None
+    close_timeout: float | None = getattr(args, "close_timeout", None)
     try:
-        return Reactor(backend=args.backend, trace=True if getattr(args, "trace", False) else None)
+        if close_timeout is None:
+            return Reactor(backend=args.backend, trace=trace)
+        return Reactor(backend=args.backend, trace=trace, close_timeout=close_timeout)
     except ValueError as exc:
         die(prog, str(exc), EXIT_USAGE)
 
@@ -169,6 +188,14 @@ class GracefulShutdown:
     lets the app tell its clients, then every open transport is closed (which
     flushes it) and the reactor stops once they are all gone or after
     ``deadline`` seconds, whichever comes first. A second signal stops at once.
+
+    "Gone" includes the lingering close: after a connection's buffer is
+    flushed the reactor still reads and discards what the client sends until
+    its FIN, because closing a socket with unread input makes the kernel send
+    a reset, which can destroy the last bytes we sent before the client reads
+    them. So the reactor stops only when no connection is lingering either
+    (``reactor.stats()["lingering"]``); what is left at the deadline is
+    aborted when the reactor closes.
     """
 
     def __init__(
@@ -208,7 +235,7 @@ class GracefulShutdown:
         self._wait_for_flush()
 
     def _wait_for_flush(self) -> None:
-        if any(not _is_gone(t) for t in self.transports()):
+        if any(not _is_gone(t) for t in self.transports()) or self.reactor.stats()["lingering"]:
             self.reactor.call_later(0.02, self._wait_for_flush)
         else:
             self.reactor.stop()

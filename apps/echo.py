@@ -2,7 +2,11 @@
 
 It is also the benchmark target, so the protocol is as lean as it can be:
 ``data_received`` is one ``write``. With ``--udp`` the same port number also
-answers UDP: each datagram is sent back to its sender.
+answers UDP: each datagram is sent back to its sender. ``--idle-timeout``
+wraps each connection in :class:`protocols.IdleTimeout` (only when asked, so
+the benchmarked path stays one write); ``--close-timeout`` bounds how long a
+closed connection may wait for a client that does not read, and how long a
+shutdown waits for the clients to take what they are owed.
 """
 
 from __future__ import annotations
@@ -15,18 +19,24 @@ from typing import Any
 
 from apps._common import (
     GracefulShutdown,
+    add_close_timeout_option,
     add_common_options,
     listen_or_die,
     make_reactor,
+    positive_seconds,
     print_listening,
     setup_logging,
 )
+from protocols import IdleTimeout
 from reactor import DatagramTransport, Listener, Reactor
 
 __all__ = ["Echo", "EchoDatagram", "main"]
 
 PROG = "reactor-echo"
 DEFAULT_PORT = 8007
+#: Seconds the reactor may linger after a connection's last byte is flushed
+#: (reading what the client still sends until its FIN): added to the shutdown's wait.
+LINGER_ALLOWANCE = 2.0
 
 log = logging.getLogger("apps.echo")
 
@@ -105,10 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="A TCP echo server: every byte a client sends is sent back to it.",
-        epilog="Stop it with Ctrl-C or SIGTERM: it stops accepting, flushes what it "
-        "owes each client, closes their connections and exits 0.",
+        epilog="Stop it with Ctrl-C or SIGTERM: it stops accepting, closes every "
+        "connection, waits (up to --close-timeout seconds, and a little more for the "
+        "closing handshake) until each client has taken what it is owed, aborts the "
+        "connections still left, and exits 0. A second signal stops at once.",
     )
     add_common_options(parser, default_port=DEFAULT_PORT)
+    parser.add_argument(
+        "--idle-timeout",
+        type=positive_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="close a connection with no traffic either way for this long (default: never)",
+    )
+    add_close_timeout_option(parser)
     parser.add_argument(
         "--udp",
         action="store_true",
@@ -123,8 +143,13 @@ def _listen(
 ) -> tuple[Listener, DatagramTransport | None]:
     """Listen on TCP (and UDP with --udp) on one port number; OSError if it is taken."""
 
-    def factory() -> _TrackedEcho:
-        return _TrackedEcho(live)
+    idle_timeout: float | None = args.idle_timeout
+
+    def factory() -> _TrackedEcho | IdleTimeout:
+        if idle_timeout is None:
+            return _TrackedEcho(live)
+        # The live set then holds the wrapper's transport; closing it closes the connection.
+        return IdleTimeout(_TrackedEcho(live), None, idle_timeout)
 
     # With --port 0 the TCP port is chosen first; if that number happens to be
     # taken for UDP, try another.
@@ -152,10 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     with reactor:
         live: set[Any] = set()
         listener, udp = listen_or_die(PROG, lambda: _listen(reactor, args, live))
+        # A client that does not read is aborted by the reactor after
+        # --close-timeout; one that does has that long, and the lingering close.
         GracefulShutdown(
             reactor,
             listeners=[listener],
             transports=lambda: [*live, udp] if udp is not None else list(live),
+            deadline=args.close_timeout + LINGER_ALLOWANCE,
         )
         what = "echo server (TCP and UDP)" if udp is not None else "echo server"
         print_listening(what, listener.address, reactor)

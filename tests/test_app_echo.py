@@ -9,6 +9,7 @@ import select
 import selectors
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +30,8 @@ from tests.app_helpers import (
 )
 
 pytestmark = pytest.mark.timeout(60)
+
+MIB = 1 << 20
 
 
 @pytest.fixture
@@ -97,6 +100,107 @@ def test_sigterm_closes_clients_cleanly(apps: AppGroup) -> None:
         assert client.recv(100) == b"ping"
         server.proc.send_signal(signal.SIGTERM)
         assert client.recv(100) == b""  # a FIN, not a reset
+    exits_cleanly(server)
+
+
+def test_idle_clients_are_closed_after_the_timeout(apps: AppGroup) -> None:
+    server = apps.server("apps.echo", "--idle-timeout", "0.5")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+        client.sendall(b"ping")
+        assert client.recv(100) == b"ping"
+        quiet_since = time.monotonic()
+        assert client.recv(100) == b""  # a FIN once idle for 0.5 s (a timeout fails)
+        assert time.monotonic() - quiet_since > 0.3
+    stop_cleanly(server)
+
+
+def _stuff(socks: list[socket.socket], limit: int) -> list[bytes]:
+    """Send each socket a numbered pattern, without reading, until none takes more.
+
+    "Takes no more" is when none has had room for 0.5 s (the echo server has
+    stopped reading them all), or each has been sent ``limit`` bytes.
+    Returns what each was sent.
+    """
+    sent = {sock: bytearray() for sock in socks}
+    blocks = dict.fromkeys(socks, 0)
+    for sock in socks:
+        sock.setblocking(False)
+    try:
+        while room := [sock for sock in socks if len(sent[sock]) < limit]:
+            _, writable, _ = select.select([], room, [], 0.5)
+            if not writable:
+                break
+            for sock in writable:
+                first = blocks[sock] * 4096
+                chunk = b"".join(b"%012d\n" % n for n in range(first, first + 4096))
+                try:
+                    count = sock.send(chunk)
+                except BlockingIOError:
+                    continue
+                sent[sock] += chunk[:count]  # what was sent, exactly, even if cut short
+                blocks[sock] += 1
+    finally:
+        for sock in socks:
+            sock.setblocking(True)
+    return [bytes(sent[sock]) for sock in socks]
+
+
+def _read_all(socks: list[socket.socket]) -> list[bytes]:
+    """Read each socket to its end, all together (a reset raises ConnectionResetError)."""
+    got = {sock: bytearray() for sock in socks}
+    reading = list(socks)
+    deadline = time.monotonic() + 30
+    while reading:
+        assert time.monotonic() < deadline, "the echo did not end in 30 s"
+        readable, _, _ = select.select(reading, [], [], 10)
+        assert readable, "nothing to read for 10 s, and no end"
+        for sock in readable:
+            chunk = sock.recv(256 * 1024)
+            if not chunk:
+                reading.remove(sock)
+            got[sock] += chunk
+    return [bytes(got[sock]) for sock in socks]
+
+
+def test_sigterm_lets_slow_readers_take_everything_they_were_sent(apps: AppGroup) -> None:
+    """Clients that were not reading when SIGTERM came, and are slow to start, get all their echo.
+
+    The server had stopped reading them (their echo was not being taken), so
+    their input sat unread in its sockets; closing a socket like that makes
+    the kernel send a reset, which throws away what was still on its way. So
+    the server must wait, up to --close-timeout, until each client has taken
+    it all and closed; it used to give up after 2 s and reset them.
+    """
+    server = apps.server("apps.echo", "--close-timeout", "20")
+    clients = []
+    for _ in range(3):
+        client = socket.socket()
+        clients.append(client)
+        # A small receive buffer: what the client has not read stays in the server.
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        client.settimeout(10)
+        client.connect(("127.0.0.1", server.port))
+    try:
+        sent = _stuff(clients, 64 * MIB)
+        server.proc.send_signal(signal.SIGTERM)
+        # Once it no longer accepts, the server is shutting down.
+        deadline = time.monotonic() + 10
+        while True:
+            assert time.monotonic() < deadline, "the server kept accepting after SIGTERM"
+            try:
+                socket.create_connection(("127.0.0.1", server.port), timeout=10).close()
+            except (ConnectionRefusedError, ConnectionResetError):  # reset: closed in the backlog
+                break
+        # The clients are slow: they start reading 2.5 s later. The server waits for them.
+        with pytest.raises(subprocess.TimeoutExpired):
+            server.proc.wait(timeout=2.5)
+        echoed = _read_all(clients)
+        for got, data in zip(echoed, sent, strict=True):
+            assert len(got) > 1 * MIB, "the server had more to echo than that"
+            assert got == data[: len(got)]
+    finally:
+        for client in clients:
+            client.close()
     exits_cleanly(server)
 
 
@@ -189,7 +293,15 @@ def test_bad_arguments_exit_2(args: list[str]) -> None:
 def test_help_explains_every_option() -> None:
     result = run_cli("apps.echo", "--help")
     assert result.returncode == 0
-    for option in ("--host", "--port", "--backend", "--log-level", "--udp"):
+    for option in (
+        "--host",
+        "--port",
+        "--backend",
+        "--log-level",
+        "--udp",
+        "--idle-timeout",
+        "--close-timeout",
+    ):
         assert option in result.stdout
 
 

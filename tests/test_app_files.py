@@ -10,12 +10,15 @@ import signal
 import socket
 import stat
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from apps.files import server as server_module
 from apps.files.__main__ import main as files_main
 from apps.files.client import Progress, human_size
 from apps.files.server import (
@@ -298,6 +301,123 @@ def test_sigterm_tells_waiting_clients_and_exits_0(apps: AppGroup, tmp_path: Pat
     exits_cleanly(server)
 
 
+# ----------------------------------------------------------------- slots held by bad clients
+
+
+TOO_MANY = b"ERR too many connections; try again later\n"
+
+
+def served_soon(port: int, line: bytes) -> bytes:
+    """Send ``line``; a refusal for too many connections is tried again, a few times.
+
+    For just after the server has let connections go: the slots are given back
+    as the connections end, which may be a loop turn after the client sees them end.
+    """
+    for _ in range(100):
+        answer = request(port, line)
+        if answer != TOO_MANY:
+            return answer
+    pytest.fail("still refused: the server did not give the slots back")
+
+
+def wait_for_log(server: ServerProcess, text: str, count: int, timeout: float = 15.0) -> str:
+    """Wait until the server's stderr has ``count`` lines containing ``text``; returns it."""
+    deadline = time.monotonic() + timeout
+    while (err := server.stderr()).count(text) < count:
+        assert time.monotonic() < deadline, f"not {count} times {text!r} in time: {err}"
+        assert server.proc.poll() is None, err
+        time.sleep(0.01)  # polling the server's output, with a deadline
+    return err
+
+
+def test_clients_that_stop_reading_cannot_hold_every_slot(apps: AppGroup, tmp_path: Path) -> None:
+    """Five clients ask for a big file and never read; a sixth is served once they time out."""
+    (tmp_path / "big.bin").write_bytes(b"\0" * (32 * MIB))
+    (tmp_path / "small.txt").write_bytes(b"small\n")
+    server, port = serve(
+        apps,
+        tmp_path,
+        "--max-connections", "5",
+        "--idle-timeout", "1",
+        "--close-timeout", "1",
+        "--log-level", "INFO",
+    )  # fmt: skip
+    stuck: list[socket.socket] = []
+    try:
+        started = time.monotonic()
+        for _ in range(5):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(b"GET 0 big.bin\n")
+            stuck.append(sock)
+        assert request(port, b"GET 0 small.txt\n") == TOO_MANY  # the five hold every slot
+        # Idle (no progress) for 1 s, then closed; not drained 1 s later, aborted.
+        wait_for_log(server, "connection lost after", 5)
+        answer = served_soon(port, b"GET 0 small.txt\n")
+        waited = time.monotonic() - started
+        assert answer.startswith(b"OK 6 ") and answer.endswith(b"\nsmall\n"), answer
+        assert waited < 10, f"served only after {waited:.1f} s"
+        # The stuck downloads were cut short, not completed.
+        for sock in stuck:
+            got = 0
+            try:
+                while chunk := sock.recv(1 << 20):
+                    got += len(chunk)
+            except ConnectionResetError:
+                pass
+            assert 0 < got < 32 * MIB
+    finally:
+        for sock in stuck:
+            sock.close()
+    stop_cleanly(server)
+
+
+def test_slow_request_lines_cannot_hold_every_slot(apps: AppGroup, tmp_path: Path) -> None:
+    """Ten clients send part of a request line and never finish it ("slowloris").
+
+    A slowloris trickles a byte now and then, which keeps an idle timeout from
+    firing; a long --idle-timeout stands in for that here. The request
+    timeout is what frees the slots.
+    """
+    (tmp_path / "small.txt").write_bytes(b"small\n")
+    server, port = serve(
+        apps,
+        tmp_path,
+        "--max-connections", "5",
+        "--idle-timeout", "60",
+        "--request-timeout", "1",
+    )  # fmt: skip
+    slow: list[socket.socket] = []
+    answers = []
+    try:
+        started = time.monotonic()
+        for _ in range(10):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"GET 0 sma")  # and no more
+            slow.append(sock)
+        assert request(port, b"GET 0 small.txt\n") == TOO_MANY  # five of them hold every slot
+        for sock in slow:  # each is answered: five refused at once, five after 1 s
+            data = b""
+            while chunk := sock.recv(1024):
+                data += chunk
+            answers.append(data)
+        answer = served_soon(port, b"GET 0 small.txt\n")
+        waited = time.monotonic() - started
+        assert answer.endswith(b"\nsmall\n"), answer
+        assert waited < 10, f"served only after {waited:.1f} s"
+    finally:
+        for sock in slow:
+            sock.close()
+    timed_out = (
+        b"ERR bad request: no complete request line within 1 s of its first byte; "
+        b"send the whole line at once\n"
+    )
+    assert sorted(answers) == sorted([timed_out] * 5 + [TOO_MANY] * 5), answers
+    stop_cleanly(server)
+
+
 # ----------------------------------------------------------------- errors
 
 
@@ -334,7 +454,19 @@ def test_more_bad_arguments_exit_2(
 
 def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     for command, options in (
-        ("serve", ("--root", "--host", "--port", "--backend", "--log-level", "--idle-timeout")),
+        (
+            "serve",
+            (
+                "--root",
+                "--host",
+                "--port",
+                "--backend",
+                "--log-level",
+                "--idle-timeout",
+                "--request-timeout",
+                "--close-timeout",
+            ),
+        ),
         ("get", ("HOST", "PORT", "NAME", "--output", "--resume", "--limit-rate", "--timeout")),
         ("list", ("HOST", "PORT", "--backend")),
     ):
@@ -384,6 +516,193 @@ def test_open_under_root(tmp_path: Path) -> None:
         with pytest.raises(RefusedError, match=message):
             open_under_root(str(root), name)
     assert list_files(str(root)) == [(4, "f")]
+
+
+# ----------------------------------------------------------------- symlink races
+
+
+def _swap_fixture(tmp_path: Path) -> tuple[Path, Path, Callable[[], None]]:
+    """A root whose ``d/f.txt`` says ``inside``, and a way to swap ``d`` for a symlink.
+
+    The symlink points at a directory outside the root whose ``f.txt`` says
+    ``SECRET``; the swap replaces the directory with it, as a client that can
+    write in the served directory could.
+    """
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "f.txt").write_bytes(b"inside")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f.txt").write_bytes(b"SECRET")
+
+    def swap() -> None:
+        (root / "d").rename(tmp_path / "held")
+        (root / "d").symlink_to(outside)
+
+    return root, outside, swap
+
+
+class _SwapAtCall:
+    """Stands in for ``os`` in the server module: runs ``swap()`` just before the n-th look-up.
+
+    A look-up is a call of ``os.open``, ``os.stat`` or ``os.lstat``, the calls
+    a check-then-open makes between checking a path and opening it.
+    """
+
+    def __init__(self, at: int, swap: Callable[[], None]) -> None:
+        self.at = at
+        self.swap = swap
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(os, name)
+        if name not in ("open", "stat", "lstat"):
+            return real
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.calls == self.at:
+                self.swap()
+            return real(*args, **kwargs)
+
+        return counted
+
+
+@pytest.mark.parametrize("at", range(1, 7))
+def test_a_directory_swapped_for_a_symlink_during_the_open_never_leaks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int
+) -> None:
+    """Whichever step of the open the swap comes before, the outside file is not opened."""
+    root, _outside, swap = _swap_fixture(tmp_path)
+    proxy = _SwapAtCall(at, swap)
+    monkeypatch.setattr(server_module, "os", proxy)
+    try:
+        fd, _st = open_under_root(str(root), "d/f.txt")
+    except RefusedError as exc:
+        assert "leads outside the served directory" in str(exc) or "changed" in str(exc)
+        return
+    finally:
+        monkeypatch.undo()
+    try:
+        content = os.read(fd, 100)
+    finally:
+        os.close(fd)
+    assert content == b"inside", f"read {content!r} from outside the root (swap at look-up {at})"
+
+
+def test_symlinks_are_followed_only_inside_the_root(tmp_path: Path) -> None:
+    root, outside, _swap = _swap_fixture(tmp_path)
+    (root / "sub").mkdir()
+    (root / "top.txt").write_bytes(b"top")
+    (root / "sub" / "up").symlink_to("../top.txt")  # relative, stays inside
+    (root / "sub" / "abs").symlink_to(root / "d" / "f.txt")  # absolute, inside
+    (root / "sub" / "dirlink").symlink_to("../d")  # a directory on the way
+    (root / "sub" / "escape").symlink_to("../../outside/f.txt")
+    (root / "sub" / "parent").symlink_to("..")
+    (root / "out").symlink_to(outside)
+    for name, content in (
+        ("sub/up", b"top"),
+        ("sub/abs", b"inside"),
+        ("sub/dirlink/f.txt", b"inside"),
+        ("sub/parent/top.txt", b"top"),
+    ):
+        fd, _st = open_under_root(str(root), name)
+        try:
+            assert os.read(fd, 100) == content, name
+        finally:
+            os.close(fd)
+    for name, message in (
+        ("out/f.txt", "refused: 'out/f.txt' leads outside the served directory"),
+        ("sub/escape", "leads outside"),
+        ("sub/parent/out/f.txt", "leads outside"),
+        ("sub/parent/sub/parent", "is a directory"),
+        ("sub/up/x", "not found"),
+    ):
+        with pytest.raises(RefusedError, match=re.escape(message)):
+            open_under_root(str(root), name)
+
+
+def test_swapping_race_never_serves_outside_content(tmp_path: Path) -> None:
+    """A thread swaps ``d`` between a directory and a symlink to outside while we open."""
+    root, _outside, swap = _swap_fixture(tmp_path)
+    held = tmp_path / "held"
+    stop = threading.Event()
+    swaps = 0
+
+    def swapper() -> None:
+        nonlocal swaps
+        while not stop.is_set() and swaps < 100_000:
+            swap()
+            (root / "d").unlink()
+            held.rename(root / "d")
+            swaps += 1
+
+    thread = threading.Thread(target=swapper, daemon=True)
+    thread.start()
+    served = refused = 0
+    deadline = time.monotonic() + 2.0
+    try:
+        for _ in range(50_000):
+            if time.monotonic() > deadline:
+                break
+            try:
+                fd, _st = open_under_root(str(root), "d/f.txt")
+            except RefusedError:
+                refused += 1
+                continue
+            try:
+                content = os.read(fd, 100)
+            finally:
+                os.close(fd)
+            assert content == b"inside", "a file outside the root was served"
+            served += 1
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert served and refused and swaps, (served, refused, swaps)
+
+
+def test_a_client_that_sends_but_does_not_read_is_still_idle(tmp_path: Path) -> None:
+    """Past the request, what a client sends is not progress: only the server's writes are."""
+    data = os.urandom(4 * MIB)
+    (tmp_path / "f").write_bytes(data)
+    clock = Clock()
+    service = FileService(clock, str(tmp_path), idle_timeout=5.0, request_timeout=None)
+    fd, st = open_under_root(service.root, "f")
+    os.close(fd)
+    service.hashes.remember(st, hashlib.sha256(data).hexdigest())
+    transport = MemoryTransport(stalled=True, peername=("127.0.0.1", 1), clock=clock)
+    transport.connect(FileServerProtocol(service))
+    transport.feed(b"GET 0 f\n")
+    clock.advance(0)  # the pump's next turn, if any: it stops at the high-water mark
+    assert transport.get_write_buffer_size() > 0 and not transport.is_closing()
+    for _ in range(10):  # a byte a second, and nothing read
+        clock.advance(1)
+        if transport.is_closing():
+            break
+        transport.feed(b"x")
+    assert transport.is_closing(), "the chatter kept a stuck download alive"
+    assert clock.time() == 5  # idle since the last write, at 0
+
+
+def test_a_request_line_sent_a_byte_at_a_time_is_cut_off(tmp_path: Path) -> None:
+    clock = Clock()
+    service = FileService(clock, str(tmp_path), idle_timeout=30.0, request_timeout=3.0)
+    transport = MemoryTransport(peername=("127.0.0.1", 1), clock=clock)
+    transport.connect(FileServerProtocol(service))
+    for byte in b"GET 0 f":  # one byte a second: the idle timer never fires
+        transport.feed(bytes([byte]))
+        clock.advance(1)
+        if transport.closed:
+            break
+    assert transport.closed
+    assert clock.time() == 3
+    assert transport.value() == (
+        b"ERR bad request: no complete request line within 3 s of its first byte; "
+        b"send the whole line at once\n"
+    )
+    assert service.refused == 1
 
 
 def test_server_streams_no_faster_than_the_client_reads(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from apps._common import (
     EXIT_ERROR,
     EXIT_USAGE,
     GracefulShutdown,
+    add_close_timeout_option,
     add_common_options,
     die,
     int_at_least,
@@ -82,8 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_seconds,
         default=30.0,
         metavar="SECONDS",
-        help="close a connection with no request or no progress for this long (default: 30)",
+        help="close a connection with no request or no progress for this long; a client "
+        "that stops reading a download makes no progress (default: 30)",
     )
+    serve.add_argument(
+        "--request-timeout",
+        type=positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="the request line must be complete within this long of its first byte, so "
+        "clients that send it a byte at a time cannot hold connections (default: 10)",
+    )
+    add_close_timeout_option(serve)
 
     get = sub.add_parser(
         "get",
@@ -156,7 +167,12 @@ def serve(args: argparse.Namespace) -> int:
         die(PROG, f"--root {args.root!r} is not a directory", EXIT_USAGE)
     reactor = make_reactor(PROG, args)
     with reactor:
-        service = FileService(reactor, args.root, idle_timeout=args.idle_timeout)
+        service = FileService(
+            reactor,
+            args.root,
+            idle_timeout=args.idle_timeout,
+            request_timeout=args.request_timeout,
+        )
         factory = ConnectionLimiter(
             FileServerFactory(service),
             max_total=args.max_connections,

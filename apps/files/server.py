@@ -83,6 +83,15 @@ def open_under_root(root: str, name: str) -> tuple[int, os.stat_result]:
     Returns the file descriptor and its status; raises :class:`RefusedError` with
     a message for the client otherwise. Symlinks are followed only where they
     stay inside ``root``.
+
+    The check and the open are one operation: the name is walked a component
+    at a time, each opened relative to the directory before it (``dir_fd``)
+    with ``O_NOFOLLOW``, so the kernel never follows a symlink for us. A
+    symlink met on the way is read (``readlink``) and its target walked the
+    same way, from the directory that holds it (or from the root, for an
+    absolute target that spells the root's path); a target that would leave
+    the root is refused. A directory swapped for a symlink while the walk
+    runs is therefore seen as a symlink, not followed out of the root.
     """
     if "\x00" in name:
         raise RefusedError("refused: the name contains a NUL character")
@@ -95,61 +104,147 @@ def open_under_root(root: str, name: str) -> tuple[int, os.stat_result]:
         raise RefusedError(
             f"refused: {name!r} contains '..'; names may not leave the served directory"
         )
-    path = os.path.join(root, *(part for part in parts if part not in ("", ".")))
-    real = os.path.realpath(path)
-    if os.path.commonpath([root, real]) != root:
-        raise RefusedError(f"refused: {name!r} leads outside the served directory")
     try:
-        st = os.stat(real)
-    except (FileNotFoundError, NotADirectoryError):
-        raise RefusedError(f"not found: {name!r}") from None
+        root_fd = os.open(root, _DIR_FLAGS)
     except OSError as exc:
-        raise RefusedError(f"cannot open {name!r}: {exc.strerror}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise RefusedError(f"refused: {name!r} is a directory")
-    if not stat.S_ISREG(st.st_mode):
-        raise RefusedError(f"refused: {name!r} is not a regular file (a device, pipe or socket)")
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
-    flags |= getattr(os, "O_CLOEXEC", 0)
+        raise RefusedError(f"cannot open the served directory: {exc.strerror}") from None
+    # dirs[-1] is the directory the next component is looked up in; dirs[0] is
+    # the root. Each is a descriptor opened beneath the one before it.
+    dirs = [root_fd]
     try:
-        fd = os.open(real, flags)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise RefusedError(f"refused: {name!r} changed while being opened") from None
-        raise RefusedError(f"cannot open {name!r}: {exc.strerror}") from None
-    st2 = os.fstat(fd)
-    if not stat.S_ISREG(st2.st_mode) or (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino):
-        os.close(fd)
-        raise RefusedError(f"refused: {name!r} changed while being opened")
-    return fd, st2
+        return _walk_beneath(root, name, deque(_components(name)), dirs)
+    finally:
+        for fd in dirs:
+            os.close(fd)
+
+
+#: Flags for the directories of a walk (with _NOFOLLOW below the root), with
+#: O_PATH where there is one, so that a directory that may be searched but not
+#: listed can still be crossed.
+_DIR_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_DIRECTORY", 0)
+    | getattr(os, "O_PATH", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+#: What opening with O_NOFOLLOW (and O_DIRECTORY) says when a symlink took the
+#: place of what was just checked: ELOOP (Linux, macOS), EMLINK (FreeBSD), ENOTDIR.
+_SWAPPED = frozenset({errno.ELOOP, errno.EMLINK, errno.ENOTDIR})
+#: Symlinks expanded in one walk before it is refused as a loop (Linux's limit).
+MAX_SYMLINKS = 40
+
+
+def _components(path: str) -> list[str]:
+    return [part for part in path.split("/") if part not in ("", ".")]
+
+
+def _walk_beneath(
+    root: str, name: str, todo: deque[str], dirs: list[int]
+) -> tuple[int, os.stat_result]:
+    """The walk of :func:`open_under_root`; the caller closes the descriptors in ``dirs``."""
+    outside = RefusedError(f"refused: {name!r} leads outside the served directory")
+    root_parts = _components(root)
+    links = 0
+    while todo:
+        part = todo.popleft()
+        if part == "..":  # only from a symlink's target: back to the directory before
+            if len(dirs) == 1:
+                raise outside
+            os.close(dirs.pop())
+            continue
+        try:
+            st = os.stat(part, dir_fd=dirs[-1], follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            raise RefusedError(f"not found: {name!r}") from None
+        except OSError as exc:
+            raise RefusedError(f"cannot open {name!r}: {exc.strerror}") from None
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > MAX_SYMLINKS:
+                raise RefusedError(f"cannot open {name!r}: {os.strerror(errno.ELOOP)}")
+            try:
+                target = os.readlink(part, dir_fd=dirs[-1])
+            except OSError as exc:
+                raise RefusedError(f"cannot open {name!r}: {exc.strerror}") from None
+            steps = _components(target)
+            if target.startswith("/"):
+                # Absolute: allowed only if it spells the root's own path.
+                if steps[: len(root_parts)] != root_parts:
+                    raise outside
+                steps = steps[len(root_parts) :]
+                while len(dirs) > 1:
+                    os.close(dirs.pop())
+            todo.extendleft(reversed(steps))
+            continue
+        if todo:  # a directory on the way
+            if not stat.S_ISDIR(st.st_mode):
+                raise RefusedError(f"not found: {name!r}")
+            try:
+                dirs.append(os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=dirs[-1]))
+            except FileNotFoundError:
+                raise RefusedError(f"not found: {name!r}") from None
+            except OSError as exc:
+                if exc.errno in _SWAPPED:
+                    raise RefusedError(f"refused: {name!r} changed while being opened") from None
+                raise RefusedError(f"cannot open {name!r}: {exc.strerror}") from None
+            continue
+        # The last component: checked before it is opened, so that a device or
+        # a pipe is never opened, and checked again after.
+        if stat.S_ISDIR(st.st_mode):
+            raise RefusedError(f"refused: {name!r} is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise RefusedError(
+                f"refused: {name!r} is not a regular file (a device, pipe or socket)"
+            )
+        try:
+            fd = os.open(part, _FILE_FLAGS, dir_fd=dirs[-1])
+        except FileNotFoundError:
+            raise RefusedError(f"not found: {name!r}") from None
+        except OSError as exc:
+            if exc.errno in _SWAPPED:
+                raise RefusedError(f"refused: {name!r} changed while being opened") from None
+            raise RefusedError(f"cannot open {name!r}: {exc.strerror}") from None
+        st2 = os.fstat(fd)
+        if not stat.S_ISREG(st2.st_mode) or (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino):
+            os.close(fd)
+            raise RefusedError(f"refused: {name!r} changed while being opened")
+        return fd, st2
+    # Nothing left to open: the name was the root itself, or led to a directory.
+    raise RefusedError(f"refused: {name!r} is a directory")
 
 
 def list_files(root: str, limit: int = MAX_LIST) -> list[tuple[int, str]]:
     """``(size, name)`` of the regular files under ``root`` that GET would serve, sorted.
 
     Symlinked directories are not entered; symlinked files are listed if they
-    stay inside the root. Names the protocol cannot carry are left out.
+    stay inside the root (checked by :func:`open_under_root`). Names the
+    protocol cannot carry are left out. The walk holds each directory open
+    (``os.fwalk``), so a directory swapped for a symlink meanwhile is not
+    followed out of the root.
     """
     found: list[tuple[int, str]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames, dirfd in os.fwalk(root):
         dirnames.sort()
         for filename in sorted(filenames):
-            full = os.path.join(dirpath, filename)
-            name = os.path.relpath(full, root).replace(os.sep, "/")
+            name = os.path.relpath(os.path.join(dirpath, filename), root).replace(os.sep, "/")
             try:
                 name.encode("utf-8")
             except UnicodeEncodeError:
                 continue  # not UTF-8 on disk
             if any(ord(ch) < 32 or ord(ch) == 127 for ch in name) or len(name) > MAX_LINE - 32:
                 continue
-            if os.path.islink(full):
-                real = os.path.realpath(full)
-                if os.path.commonpath([root, real]) != root:
-                    continue
             try:
-                st = os.stat(full)
+                st = os.stat(filename, dir_fd=dirfd, follow_symlinks=False)
             except OSError:
                 continue
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    fd, st = open_under_root(root, name)
+                except RefusedError:
+                    continue
+                os.close(fd)
             if stat.S_ISREG(st.st_mode):
                 found.append((st.st_size, name))
                 if len(found) >= limit:
@@ -344,12 +439,27 @@ def _hash_fd(fd: int, st: os.stat_result, cancelled: threading.Event) -> str:
 
 
 class FileService:
-    """What the connections share: the root, the hash cache, the worker, the live set."""
+    """What the connections share: the root, the hash cache, the worker, the live set.
 
-    def __init__(self, reactor: Any, root: str, *, idle_timeout: float = 30.0) -> None:
+    ``idle_timeout``: a connection with no request, or no progress (nothing
+    written because the client does not read), for this many seconds is
+    closed. ``request_timeout``: the request line must be complete within this
+    many seconds of its first byte (None: no limit), so a client that trickles
+    a byte now and then cannot hold its slot.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        root: str,
+        *,
+        idle_timeout: float = 30.0,
+        request_timeout: float | None = 10.0,
+    ) -> None:
         self.reactor = reactor
         self.root = os.path.realpath(root)
         self.idle_timeout = idle_timeout
+        self.request_timeout = request_timeout
         self.worker = Worker(reactor)
         self.hashes = HashCache(self.worker)
         self.connections: set[FileServerProtocol] = set()
@@ -387,6 +497,7 @@ class FileServerProtocol(IdleTimeoutMixin, LineReceiver):
         self.service = service
         self.clock = service.reactor
         self.idle_timeout = service.idle_timeout
+        self.line_timeout = service.request_timeout
         #: "request", "hashing", "listing", "sending" or "done".
         self.state = "request"
         self.peer: Address = None
@@ -444,8 +555,22 @@ class FileServerProtocol(IdleTimeoutMixin, LineReceiver):
         else:
             self._get(request)
 
+    def data_received(self, data: bytes) -> None:
+        if self.state == "request":
+            super().data_received(data)  # through the idle timer: a request is progress
+        # Past the request, what the client sends is ignored, and is not
+        # progress: a client that sends a byte now and then but reads nothing
+        # must not keep a stuck response alive. Only our writes count then.
+
     def raw_data_received(self, data: bytes) -> None:
         pass
+
+    def line_timeout_exceeded(self) -> None:
+        self.set_raw_mode()
+        self._error(
+            f"bad request: no complete request line within {self.line_timeout:g} s of its "
+            "first byte; send the whole line at once"
+        )
 
     def line_length_exceeded(self, line: bytes) -> None:
         self.set_raw_mode()

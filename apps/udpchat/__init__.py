@@ -1,7 +1,8 @@
 """udpchat: chat over UDP, the connectionless counterpart of apps.chat.
 
-``python -m apps.udpchat server`` runs a relay that remembers the peers it
-has heard from recently and relays each message to the others;
+``python -m apps.udpchat server`` runs a relay that admits the addresses
+that prove they receive (they echo a cookie it sends them) and relays each
+message to the others;
 ``python -m apps.udpchat client HOST PORT --nick NAME`` chats through it
 (``--broadcast`` for serverless chat on a LAN). The datagram format is in
 :mod:`apps.udpchat.wire` and docs/apps-udpchat.md.

@@ -7,6 +7,7 @@ import ipaddress
 import os
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from apps._common import (
@@ -23,8 +24,8 @@ from apps._common import (
     print_listening,
     setup_logging,
 )
-from apps.udpchat.client import ChatClient, LanPeer, LineInput
-from apps.udpchat.server import RelayServer
+from apps.udpchat.client import KEEPALIVE_MAX, KEEPALIVE_MIN, ChatClient, LanPeer, LineInput
+from apps.udpchat.server import DEFAULT_RECV_BUFFER, RelayServer, size_receive_buffer
 from apps.udpchat.wire import valid_nick
 
 PROG = "reactor-udpchat"
@@ -39,6 +40,20 @@ def _nick(text: str) -> str:
     return text
 
 
+def _seconds_between(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a number of seconds from ``low`` to ``high``."""
+
+    def parse(text: str) -> float:
+        value = positive_seconds(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be from {low:g} to {high:g} seconds, got {text}"
+            )
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -51,19 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
     server = sub.add_parser(
         "server",
         help="run the relay server",
-        description="Relay each message to every other peer the server has heard from "
-        "recently. Peers silent longer than --peer-timeout are forgotten; malformed, "
-        "oversized and non-UTF-8 datagrams are counted and dropped. SIGINT/SIGTERM "
-        "tell the peers the server is closing, then exit 0.",
+        description="Relay each message to every other peer. A peer joins by echoing "
+        "a cookie the server sends to its address (so forged source addresses get "
+        "nowhere); peers silent longer than --peer-timeout are forgotten; malformed, "
+        "oversized, non-UTF-8 and unverified datagrams are counted and dropped. "
+        "SIGINT/SIGTERM tell the peers the server is closing, then exit 0.",
     )
     add_common_options(server, default_port=DEFAULT_PORT)
     server.add_argument(
         "--peer-timeout",
-        type=positive_seconds,
+        type=_seconds_between(3 * KEEPALIVE_MIN, 1e8),
         default=30.0,
         metavar="SECONDS",
         help="forget a peer silent for longer than this; clients are told it and keep "
-        "alive within it (default: 30)",
+        f"alive within it, at most once a second, so at least {3 * KEEPALIVE_MIN:g} "
+        "(default: 30)",
     )
     server.add_argument(
         "--max-peers",
@@ -71,6 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=1000,
         metavar="N",
         help="admit at most this many peers at a time (default: 1000)",
+    )
+    server.add_argument(
+        "--max-peers-per-host",
+        type=int_at_least(1),
+        default=16,
+        metavar="N",
+        help="admit at most this many peers from one host (an IPv4 address or an IPv6 "
+        "/64), so one host cannot fill the table (default: 16)",
+    )
+    server.add_argument(
+        "--recv-buffer",
+        type=int_at_least(4096),
+        default=DEFAULT_RECV_BUFFER,
+        metavar="BYTES",
+        help="ask the kernel for this big a receive buffer, to ride out bursts; the "
+        "size granted is printed (Linux caps it at net.core.rmem_max) "
+        f"(default: {DEFAULT_RECV_BUFFER})",
     )
 
     client = sub.add_parser(
@@ -97,11 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--nick", required=True, type=_nick, help="the name to chat under")
     client.add_argument(
         "--keepalive",
-        type=positive_seconds,
+        type=_seconds_between(KEEPALIVE_MIN, KEEPALIVE_MAX),
         default=10.0,
         metavar="SECONDS",
-        help="send a keepalive this often when idle (default: 10; shortened to a third "
-        "of the server's peer timeout if that is shorter)",
+        help=f"send a keepalive this often when idle, {KEEPALIVE_MIN:g} to "
+        f"{KEEPALIVE_MAX:g} (default: 10; shortened to a third of the server's peer "
+        f"timeout if that is shorter, but never below {KEEPALIVE_MIN:g})",
     )
     client.add_argument(
         "--broadcast",
@@ -137,12 +172,20 @@ def main(argv: list[str] | None = None) -> int:
 def run_server(args: argparse.Namespace) -> int:
     reactor = make_reactor(PROG, args)
     with reactor:
-        server = RelayServer(reactor, peer_timeout=args.peer_timeout, max_peers=args.max_peers)
+        server = RelayServer(
+            reactor,
+            peer_timeout=args.peer_timeout,
+            max_peers=args.max_peers,
+            max_peers_per_host=args.max_peers_per_host,
+        )
         transport = listen_or_die(
             PROG, lambda: reactor.listen_udp(args.port, server, host=args.host)
         )
         GracefulShutdown(reactor, transports=lambda: [transport], goodbye=server.say_goodbye)
         print_listening("udpchat server", transport.get_extra_info("sockname"), reactor)
+        granted = size_receive_buffer(transport.get_extra_info("socket"), args.recv_buffer)
+        server.recv_buffer = granted
+        print(_recv_buffer_line(args.recv_buffer, granted), flush=True)
         reactor.run()
         print(server.summary(), flush=True)
     return 0
@@ -217,7 +260,23 @@ def run_client(args: argparse.Namespace) -> int:
         reactor.call_soon(lines.start)
         reactor.run()
         lines.stop()
+    if isinstance(client, ChatClient) and client.refused is not None:
+        return EXIT_ERROR
     return 0
+
+
+def _recv_buffer_line(asked: int, granted: int) -> str:
+    line = f"udpchat server receive buffer: {granted} bytes as the kernel counts it"
+    # Linux reports twice what it grants (half is its bookkeeping), so a full
+    # grant reads as 2 * asked; less than asked means a cap.
+    if granted < asked:
+        line += (
+            f", less than the {asked} asked for: the kernel caps it (on Linux, raise "
+            f"net.core.rmem_max to allow more)"
+        )
+    else:
+        line += f" (asked for {asked})"
+    return line
 
 
 def _silence_stdout() -> None:
