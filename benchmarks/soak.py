@@ -51,20 +51,25 @@ class Stats:
         self.samples: list[float] = []
         self.refused = 0
         self.failed = 0
+        self.errors: dict[str, int] = {}
 
     def add(self, seconds: float) -> None:
         with self.lock:
             self.samples.append(seconds)
 
+    def note(self, error: str) -> None:
+        with self.lock:
+            self.errors[error] = self.errors.get(error, 0) + 1
+
     def count(self, what: str) -> None:
         with self.lock:
             setattr(self, what, getattr(self, what) + 1)
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, object]:
         with self.lock:
             samples = sorted(self.samples)
         if not samples:
-            return {"n": 0, "refused": self.refused, "failed": self.failed}
+            return {"n": 0, "refused": self.refused, "failed": self.failed, "errors": self.errors}
         p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
         return {
             "n": len(samples),
@@ -73,17 +78,20 @@ class Stats:
             "max_ms": round(samples[-1] * 1000, 2),
             "refused": self.refused,
             "failed": self.failed,
+            "errors": dict(self.errors),
         }
 
 
 @contextlib.contextmanager
 def server(args: list[str], ready: str) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     """Start ``python -m apps...`` and yield the port it printed."""
+    # The log goes to a file: an unread pipe would fill and block the server.
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
         [sys.executable, "-m", *args, "--port", "0", "--log-level", "INFO"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
     try:
@@ -91,7 +99,8 @@ def server(args: list[str], ready: str) -> Iterator[tuple[int, subprocess.Popen[
         line = proc.stdout.readline()
         match = re.search(ready + r" on \S+:(\d+)", line)
         if not match:
-            raise RuntimeError(f"{args[0]} did not start: {line!r} {proc.stderr.read()}")  # type: ignore[union-attr]
+            log.seek(0)
+            raise RuntimeError(f"{args[0]} did not start: {line!r} {log.read()}")
         yield int(match.group(1)), proc
     finally:
         proc.terminate()
@@ -100,6 +109,7 @@ def server(args: list[str], ready: str) -> Iterator[tuple[int, subprocess.Popen[
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+        log.close()
 
 
 def until(deadline: float, body: Callable[[], None], pause: threading.Event) -> None:
@@ -134,8 +144,9 @@ def read_line(sock: socket.socket, buf: bytearray) -> bytes:
 def chat_good(port: int, n: int, stats: Stats, deadline: float, stop: threading.Event) -> None:
     try:
         _chat_good(port, n, stats, deadline, stop)
-    except OSError:
+    except OSError as exc:
         stats.count("failed")
+        stats.note(f"chat client {n}: {exc!r}")
 
 
 def _chat_good(port: int, n: int, stats: Stats, deadline: float, stop: threading.Event) -> None:
@@ -239,8 +250,9 @@ def files_good(port: int, stats: Stats, deadline: float, stop: threading.Event) 
                 if len(buf) != size:
                     stats.count("failed")
                     continue
-        except OSError:
+        except OSError as exc:
             stats.count("failed")
+            stats.note(f"download: {exc!r}")
             continue
         stats.add(time.monotonic() - start)
         stop.wait(0.1)
