@@ -334,22 +334,16 @@ class EventLoop:
             fds.drop(fd)
             return
         handled = False
-        if bits & READ_BITS:
-            callback = self._readers.get(fd)
-            if callback is not None:
-                handled = True
-                try:
-                    callback()
-                except Exception as exc:
-                    self._fd_callback_error(fd, callback, exc)
-        if bits & WRITE_BITS:
-            callback = self._writers.get(fd)
-            if callback is not None:
-                handled = True
-                try:
-                    callback()
-                except Exception as exc:
-                    self._fd_callback_error(fd, callback, exc)
+        # The writer is looked up after the reader ran: the reader may remove it.
+        for wanted, callbacks in ((READ_BITS, self._readers), (WRITE_BITS, self._writers)):
+            if bits & wanted:
+                callback = callbacks.get(fd)
+                if callback is not None:
+                    handled = True
+                    try:
+                        callback()
+                    except Exception as exc:
+                        self._fd_callback_error(fd, callback, exc)
         if not handled and fd not in fds.registered:
             # Reported but no longer ours (a stale registration):
             # drop it so it cannot make the loop spin.
