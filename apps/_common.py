@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn, TypeVar
 
-from reactor import Reactor, available_backends
+from reactor import Reactor, Supervisor, WorkerContext, WorkerEvent, available_backends
 
 __all__ = [
     "EXIT_ERROR",
@@ -24,6 +24,7 @@ __all__ = [
     "GracefulShutdown",
     "add_close_timeout_option",
     "add_common_options",
+    "add_workers_option",
     "die",
     "int_at_least",
     "listen_or_die",
@@ -31,6 +32,7 @@ __all__ = [
     "port_number",
     "positive_seconds",
     "print_listening",
+    "run_workers",
     "setup_logging",
 ]
 
@@ -171,14 +173,67 @@ def listen_or_die(prog: str, listen: Callable[[], _T]) -> _T:
         die(prog, exc.strerror or str(exc), EXIT_ERROR)
 
 
-def print_listening(what: str, address: Any, reactor: Reactor) -> None:
-    """The one start-up line: where the server listens and which backend it uses."""
+def print_listening(what: str, address: Any, reactor: Reactor | str) -> None:
+    """The one start-up line: where the server listens and which backend (or its name) it uses."""
     if isinstance(address, tuple):
         host, port = address[0], address[1]
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     else:
         where = str(address)
-    print(f"{what} listening on {where} (backend {reactor.backend})", flush=True)
+    backend = reactor if isinstance(reactor, str) else reactor.backend
+    print(f"{what} listening on {where} (backend {backend})", flush=True)
+
+
+def add_workers_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--workers N`` (default 1; 0: one per CPU), which :func:`run_workers` serves."""
+    parser.add_argument(
+        "--workers",
+        type=int_at_least(0),
+        default=1,
+        metavar="N",
+        help="serve from N processes, each with its own reactor and listening socket, so the "
+        "kernel spreads connections over N cores; one that dies is restarted, and SIGHUP "
+        "replaces them all without dropping a connection; 0: one per CPU (default: 1, "
+        "this process serves alone)",
+    )
+
+
+def run_workers(
+    prog: str,
+    what: str,
+    args: argparse.Namespace,
+    setup: Callable[[WorkerContext], object],
+    *,
+    drain_timeout: float,
+) -> int:
+    """Serve ``--host``/``--port`` from ``--workers`` processes, each running ``setup``.
+
+    Uses :func:`reactor.serve_workers`' supervisor; prints the start-up line
+    once every worker serves; returns its exit status (1 if a worker could
+    not start). ``drain_timeout``: how long a worker may take to stop.
+    """
+    ready: set[int] = set()
+
+    def on_event(event: WorkerEvent) -> None:
+        if event.kind != "ready" or len(ready) == supervisor.count:
+            return
+        ready.add(event.index)
+        if len(ready) == supervisor.count:
+            where = f"{what} with {supervisor.count} workers"
+            print_listening(where, supervisor.address, event.backend or "?")
+
+    supervisor = listen_or_die(
+        prog,
+        lambda: Supervisor(
+            args.workers,
+            setup,
+            host=args.host,
+            port=args.port,
+            drain_timeout=drain_timeout,
+            on_event=on_event,
+        ),
+    )
+    return supervisor.run()
 
 
 class GracefulShutdown:

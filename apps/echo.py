@@ -6,7 +6,8 @@ answers UDP: each datagram is sent back to its sender. ``--idle-timeout``
 wraps each connection in :class:`protocols.IdleTimeout` (only when asked, so
 the benchmarked path stays one write); ``--close-timeout`` bounds how long a
 closed connection may wait for a client that does not read, and how long a
-shutdown waits for the clients to take what they are owed.
+shutdown waits for the clients to take what they are owed. ``--workers N``
+serves from N processes under :func:`reactor.serve_workers` (TCP only).
 """
 
 from __future__ import annotations
@@ -18,17 +19,22 @@ import sys
 from typing import Any
 
 from apps._common import (
+    EXIT_USAGE,
     GracefulShutdown,
     add_close_timeout_option,
     add_common_options,
+    add_workers_option,
+    die,
     listen_or_die,
     make_reactor,
     positive_seconds,
     print_listening,
+    run_workers,
     setup_logging,
 )
+from apps._tls import add_server_tls_options, server_tls_context
 from protocols import IdleTimeout
-from reactor import DatagramTransport, Listener, Reactor
+from reactor import DatagramTransport, Listener, Reactor, WorkerContext
 
 __all__ = ["Echo", "EchoDatagram", "main"]
 
@@ -52,8 +58,10 @@ class Echo:
     def data_received(self, data: bytes) -> None:
         self.transport.write(data)
 
-    def eof_received(self) -> bool:
+    def eof_received(self) -> bool | None:
         # The peer finished sending: finish our side once the echo is flushed.
+        if not self.transport.can_write_eof():
+            return None  # TLS has no half-close: the echo is sent, then it closes
         self.transport.write_eof()
         return True
 
@@ -133,16 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--udp",
         action="store_true",
         help="also echo UDP datagrams on the same port number (TCP keeps running "
-        "alongside; with --port 0 both get the same free port)",
+        "alongside; with --port 0 both get the same free port; not with --workers)",
     )
+    add_workers_option(parser)
+    add_server_tls_options(parser)
     return parser
 
 
-def _listen(
-    reactor: Reactor, args: argparse.Namespace, live: set[Any]
-) -> tuple[Listener, DatagramTransport | None]:
-    """Listen on TCP (and UDP with --udp) on one port number; OSError if it is taken."""
-
+def _factory(args: argparse.Namespace, live: set[Any]) -> Any:
+    """What makes each connection's protocol: a tracked Echo, idle-timed if asked."""
     idle_timeout: float | None = args.idle_timeout
 
     def factory() -> _TrackedEcho | IdleTimeout:
@@ -151,11 +158,19 @@ def _listen(
         # The live set then holds the wrapper's transport; closing it closes the connection.
         return IdleTimeout(_TrackedEcho(live), None, idle_timeout)
 
+    return factory
+
+
+def _listen(
+    reactor: Reactor, args: argparse.Namespace, live: set[Any]
+) -> tuple[Listener, DatagramTransport | None]:
+    """Listen on TCP (and UDP with --udp) on one port number; OSError if it is taken."""
+    factory = _factory(args, live)
     # With --port 0 the TCP port is chosen first; if that number happens to be
     # taken for UDP, try another.
     attempts = 20 if args.udp and args.port == 0 else 1
     for attempt in range(attempts):
-        listener = reactor.listen_tcp(args.port, factory, host=args.host)
+        listener = reactor.listen_tcp(args.port, factory, host=args.host, ssl=args.ssl)
         if not args.udp:
             return listener, None
         try:
@@ -169,10 +184,43 @@ def _listen(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _serve_worker(worker: WorkerContext, args: argparse.Namespace) -> None:
+    """One worker of ``--workers N``: serve the worker's socket until told to drain."""
+    reactor = make_reactor(PROG, args)
+    with reactor:
+        live: set[Any] = set()
+        listener = worker.listen(reactor, _factory(args, live), ssl=args.ssl)
+        GracefulShutdown(
+            reactor,
+            listeners=[listener],
+            transports=lambda: list(live),
+            deadline=args.close_timeout + LINGER_ALLOWANCE,
+        )
+        reactor.run()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the echo server until SIGINT/SIGTERM; returns the exit code."""
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
+    args.ssl = server_tls_context(PROG, args)
+    if args.ssl is not None and args.udp:
+        die(
+            PROG,
+            "--udp echoes in the clear (there is no DTLS): drop --udp or the TLS options",
+            EXIT_USAGE,
+        )
+    if args.workers != 1:
+        if args.udp:
+            die(PROG, "--udp is served by one process: drop --workers or --udp", EXIT_USAGE)
+        return run_workers(
+            PROG,
+            "echo server" if args.ssl is None else "echo server (TLS)",
+            args,
+            lambda worker: _serve_worker(worker, args),
+            # The workers' own deadline, and a second for them to exit.
+            drain_timeout=args.close_timeout + LINGER_ALLOWANCE + 1.0,
+        )
     reactor = make_reactor(PROG, args)
     with reactor:
         live: set[Any] = set()
@@ -186,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             deadline=args.close_timeout + LINGER_ALLOWANCE,
         )
         what = "echo server (TCP and UDP)" if udp is not None else "echo server"
+        if args.ssl is not None:
+            what = "echo server (TLS)"
         print_listening(what, listener.address, reactor)
         reactor.run()
     return 0

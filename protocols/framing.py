@@ -302,6 +302,7 @@ class LineReceiver(_BufferedReceiver):
         self._line_timer: TimerHandle | None = None  # the line_timeout deadline
         self._budget_handle: Handle | None = None  # the call_soon that delivers the rest
         self._budget_paused = False  # reading is paused for the budget: resume it after
+        self._cleared = False  # clear_line_buffer() was called from a handler
 
     def connection_made(self, transport: Any) -> None:
         """Check ``line_timeout`` and ``max_lines_per_turn`` (and that a clock is at hand).
@@ -375,6 +376,19 @@ class LineReceiver(_BufferedReceiver):
                 f"to accept longer lines, raise max_line_length on {type(self).__name__}"
             )
         )
+
+    def clear_line_buffer(self) -> bytes:
+        """Take every byte received after the current line, and stop parsing them.
+
+        For a protocol that hands the rest of the stream to someone else,
+        such as a STARTTLS command whose TLS handshake may follow it in the
+        same read (``transport.start_tls(..., already_received=...)``).
+        """
+        rest = bytes(self._buf[self._off :])
+        self._buf.clear()
+        self._off = self._scan = 0
+        self._cleared = self._busy
+        return rest
 
     def set_raw_mode(self) -> None:
         """Deliver the following bytes to :meth:`raw_data_received`, unsplit."""
@@ -490,6 +504,7 @@ class LineReceiver(_BufferedReceiver):
                         break
                     left -= 1
                     pos += len(raw) + size
+                    self._off = pos  # what clear_line_buffer() leaves out
                     line = raw[:-1] if lenient and raw.endswith(b"\r") else raw
                     if self._discarding:
                         self._discarding = False
@@ -497,6 +512,10 @@ class LineReceiver(_BufferedReceiver):
                         self.line_length_exceeded(line)
                     else:
                         self.line_received(line)
+                    if self._cleared:  # the handler took the rest of the buffer
+                        self._cleared = False
+                        pos = 0
+                        break
                     # A handler may have paused, closed, switched mode or delimiter.
                     if (
                         self._halted()

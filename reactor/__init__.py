@@ -23,8 +23,10 @@ from reactor.reactor import Reactor, ReactorStats
 from reactor.stream import StreamTransport
 from reactor.tcp import Connector, Listener
 from reactor.timers import Handle, PeriodicCall, TimerHandle, TimerQueue
+from reactor.tls import TLSTransport
 from reactor.udp import DatagramTransport
 from reactor.unix import UnixConnector, UnixListener
+from reactor.workers import Supervisor, WorkerContext, WorkerEvent, serve_workers
 
 __all__ = [
     "DEFAULT_HIGH_WATER",
@@ -46,14 +48,19 @@ __all__ = [
     "ReactorPort",
     "ReactorStats",
     "StreamTransport",
+    "Supervisor",
+    "TLSTransport",
     "TimerHandle",
     "TimerQueue",
     "TransportInterface",
     "UnixConnector",
     "UnixListener",
+    "WorkerContext",
+    "WorkerEvent",
     "available_backends",
     "build_protocol",
     "resolve_limits",
+    "serve_workers",
 ]
 
 __version__ = "0.1.0"

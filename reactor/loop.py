@@ -269,6 +269,47 @@ class EventLoop:
             self._running = False
             self.thread_id = None
 
+    # --------------------------------------------------------------- embedding
+
+    def fileno(self) -> int:
+        """The backend's own fd, readable whenever this loop has I/O to handle.
+
+        For hosting the reactor in another loop (asyncio, Tk, Qt, a game
+        loop): watch this fd for reading there, and when it is readable, or
+        when :meth:`next_timeout` says, call :meth:`run_once` with timeout 0.
+        epoll and kqueue have such an fd. poll and select keep no kernel
+        object, so for them this raises NotImplementedError: host the reactor
+        on epoll or kqueue, or have the host call ``run_once()`` at least every
+        ``next_timeout()`` seconds and whenever it may have I/O. The number
+        changes if the fd registry ever rebuilds the backend (it says so in
+        the log), so a host should check it after each turn.
+        """
+        self._check_open()
+        fileno = getattr(self._fds.poller, "fileno", None)
+        if fileno is None:
+            raise NotImplementedError(
+                f"the {self._fds.poller.name} backend has no fd of its own to watch: "
+                "make the Reactor with backend='epoll' (or 'kqueue') to host it in "
+                "another loop, or call run_once() from that loop on its schedule"
+            )
+        return int(fileno())
+
+    def next_timeout(self) -> float | None:
+        """Seconds until this loop has work that no fd will announce.
+
+        0.0 if callbacks are queued (or a stop is pending); else the time to
+        the earliest timer; None if there is neither, when only I/O (or a
+        call from another thread, which makes :meth:`fileno` readable) can
+        give it work. What a host loop's timer should be set to.
+        """
+        if self._ready or self._stopping:
+            return 0.0
+        deadline = self._timers.next_deadline()
+        if deadline is None:
+            return None
+        timeout = deadline - _monotonic()
+        return timeout if timeout > 0.0 else 0.0
+
     def stop(self) -> None:
         """Stop :meth:`run` after the current turn. Safe from callbacks, signal
         handlers and other threads. Called before run(), run() does one turn."""

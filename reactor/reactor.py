@@ -14,11 +14,13 @@ import os
 import socket
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from ssl import SSLContext
 from typing import Any, TypedDict, TypeVar, cast
 
-from reactor import tcp, udp, unix
+from reactor import tcp, tls, udp, unix
 from reactor.backends import Poller, make_poller
 from reactor.debug import debug_variant
+from reactor.factory import check_factory
 from reactor.interfaces import DatagramProtocolInterface, FactoryArg
 from reactor.loop import EventLoop
 from reactor.resources import Connection, ResourceTable
@@ -118,12 +120,14 @@ class Reactor(EventLoop):
         # in trace mode tracing ones that also say how the connection began.
         self._accepted: TransportMaker = StreamTransport
         self._connected: TransportMaker = StreamTransport
+        self._datagram: udp.DatagramMaker = DatagramTransport
         if self.trace:
-            poller = TracingPoller(poller)
+            poller = TracingPoller(poller, self)
             timers = TracingTimerQueue()
             tracer = TracingTransportMaker()
             self._accepted = tracer.maker("accepted")
             self._connected = tracer.maker("connected to")
+            self._datagram = tracer.datagram_maker()
             enable_trace_output()
         self._resources = ResourceTable()
         super().__init__(poller, timers)
@@ -147,6 +151,10 @@ class Reactor(EventLoop):
         host: str | None = "127.0.0.1",
         backlog: int = 1024,
         reuse_port: bool = False,
+        *,
+        ssl: SSLContext | None = None,
+        ssl_handshake_timeout: float = tls.DEFAULT_SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout: float = tls.DEFAULT_SSL_SHUTDOWN_TIMEOUT,
     ) -> Listener:
         """Accept TCP connections on ``host:port``; each gets a protocol from ``factory``.
 
@@ -155,9 +163,44 @@ class Reactor(EventLoop):
         a Factory (``build_protocol(addr)``) or a zero-argument callable such as
         a Protocol class. Raises OSError with a clear message if the address is
         in use, ValueError for a port outside 0-65535.
+
+        ``ssl``, an ``ssl.SSLContext`` holding the server's certificate, makes
+        every connection TLS: the protocol's ``connection_made`` comes after the
+        handshake, which must finish within ``ssl_handshake_timeout`` seconds;
+        ``ssl_shutdown_timeout`` bounds the wait for the peer's close_notify
+        after ``close()`` (0: do not wait).
         """
         self._check_open()
+        if ssl is not None:
+            factory = self._tls_server(
+                factory, ssl, "listen_tcp()", ssl_handshake_timeout, ssl_shutdown_timeout
+            )
         return tcp.listen_tcp(self, port, factory, host, backlog, reuse_port, self._accepted)
+
+    def listen_socket(
+        self,
+        sock: socket.socket,
+        factory: FactoryArg,
+        *,
+        ssl: SSLContext | None = None,
+        ssl_handshake_timeout: float = tls.DEFAULT_SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout: float = tls.DEFAULT_SSL_SHUTDOWN_TIMEOUT,
+    ) -> Listener:
+        """Accept connections on ``sock``, a stream socket already bound and listening.
+
+        For a socket made elsewhere: inherited across ``fork()`` from a
+        supervisor (:func:`reactor.serve_workers` gives each worker its own),
+        or passed in by a service manager. The listener takes it over: it is
+        made non-blocking and closed when the listener closes. Raises
+        ValueError if ``sock`` is not a listening stream socket. ``ssl`` and
+        the timeouts are as for :meth:`listen_tcp`.
+        """
+        self._check_open()
+        if ssl is not None:
+            factory = self._tls_server(
+                factory, ssl, "listen_socket()", ssl_handshake_timeout, ssl_shutdown_timeout
+            )
+        return tcp.listen_socket(self, sock, factory, self._accepted)
 
     def connect_tcp(
         self,
@@ -168,6 +211,10 @@ class Reactor(EventLoop):
         timeout: float | None = 30.0,
         on_connect: Callable[[Any], object] | None = None,
         on_failure: Callable[[BaseException], object] | None = None,
+        ssl: SSLContext | bool | None = None,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float = tls.DEFAULT_SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout: float = tls.DEFAULT_SSL_SHUTDOWN_TIMEOUT,
     ) -> Connector:
         """Connect to ``host:port`` without blocking; returns a :class:`Connector`.
 
@@ -177,9 +224,30 @@ class Reactor(EventLoop):
         ``client_connection_failed(connector, reason)`` and ``on_failure(reason)``.
         Bad arguments (a port outside 0-65535, a protocol instance instead of
         a class or factory) raise at the call instead.
+
+        ``ssl=True`` (the default context: the certificate and the host name
+        are verified) or an ``ssl.SSLContext`` makes it TLS; success is then
+        the end of the handshake, and a failed handshake (an untrusted
+        certificate, a wrong host name) is a failure like a refused
+        connection. ``server_hostname`` is the name checked and sent as SNI
+        (default: ``host``).
         """
         self._check_open()
-        return tcp.connect_tcp(
+        if ssl is not None and ssl is not False:
+            tls_factory = self._tls_client(
+                factory,
+                ssl,
+                "connect_tcp()",
+                server_hostname or host,
+                ssl_handshake_timeout,
+                ssl_shutdown_timeout,
+                on_connect,
+                on_failure,
+            )
+            factory, on_connect, on_failure = tls_factory, None, None
+        elif server_hostname is not None:
+            raise ValueError("connect_tcp(): server_hostname is only meaningful with ssl=")
+        connector = tcp.connect_tcp(
             self,
             host,
             port,
@@ -189,14 +257,31 @@ class Reactor(EventLoop):
             on_failure=on_failure,
             make_transport=self._connected,
         )
+        if isinstance(factory, tls.TLSFactory):
+            factory.connector = connector
+        return connector
 
-    def listen_unix(self, path: str, factory: FactoryArg, backlog: int = 1024) -> UnixListener:
+    def listen_unix(
+        self,
+        path: str,
+        factory: FactoryArg,
+        backlog: int = 1024,
+        *,
+        ssl: SSLContext | None = None,
+        ssl_handshake_timeout: float = tls.DEFAULT_SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout: float = tls.DEFAULT_SSL_SHUTDOWN_TIMEOUT,
+    ) -> UnixListener:
         """Accept connections on the Unix socket ``path``, like :meth:`listen_tcp`.
 
         A stale socket file left by a dead server is replaced; a path a live
-        server listens on is refused; the file is removed when the listener closes.
+        server listens on is refused; the file is removed when the listener
+        closes. ``ssl`` and the timeouts are as for :meth:`listen_tcp`.
         """
         self._check_open()
+        if ssl is not None:
+            factory = self._tls_server(
+                factory, ssl, "listen_unix()", ssl_handshake_timeout, ssl_shutdown_timeout
+            )
         return unix.listen_unix(self, path, factory, backlog, self._accepted)
 
     def connect_unix(
@@ -207,10 +292,39 @@ class Reactor(EventLoop):
         timeout: float | None = 30.0,
         on_connect: Callable[[Any], object] | None = None,
         on_failure: Callable[[BaseException], object] | None = None,
+        ssl: SSLContext | bool | None = None,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float = tls.DEFAULT_SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout: float = tls.DEFAULT_SSL_SHUTDOWN_TIMEOUT,
     ) -> UnixConnector:
-        """Connect to the Unix socket ``path``, like :meth:`connect_tcp`."""
+        """Connect to the Unix socket ``path``, like :meth:`connect_tcp`.
+
+        With ``ssl``, pass ``server_hostname`` (a path is no host name to check
+        the certificate against) or a context with ``check_hostname`` off.
+        """
         self._check_open()
-        return unix.connect_unix(
+        if ssl is not None and ssl is not False:
+            context = tls.client_context(ssl, "connect_unix()")
+            if server_hostname is None and context.check_hostname:
+                raise ValueError(
+                    "connect_unix(ssl=...) needs server_hostname=: a socket path is not a "
+                    "host name to check the server's certificate against (or pass a context "
+                    "with check_hostname=False)"
+                )
+            tls_factory = self._tls_client(
+                factory,
+                context,
+                "connect_unix()",
+                server_hostname,
+                ssl_handshake_timeout,
+                ssl_shutdown_timeout,
+                on_connect,
+                on_failure,
+            )
+            factory, on_connect, on_failure = tls_factory, None, None
+        elif server_hostname is not None:
+            raise ValueError("connect_unix(): server_hostname is only meaningful with ssl=")
+        connector = unix.connect_unix(
             self,
             path,
             factory,
@@ -218,6 +332,46 @@ class Reactor(EventLoop):
             on_connect=on_connect,
             on_failure=on_failure,
             make_transport=self._connected,
+        )
+        if isinstance(factory, tls.TLSFactory):
+            factory.connector = connector
+        return connector
+
+    def _tls_server(
+        self, factory: FactoryArg, context: object, what: str, handshake: float, shutdown: float
+    ) -> FactoryArg:
+        """``factory`` wrapped so that each connection it builds speaks TLS (a server)."""
+        return tls.TLSFactory(  # type: ignore[return-value]
+            self,
+            check_factory(factory, what.rstrip("()")),
+            tls.server_context(context, what),
+            server_side=True,
+            ssl_handshake_timeout=check_timeout(handshake, "ssl_handshake_timeout"),
+            ssl_shutdown_timeout=tls.check_shutdown_timeout(shutdown, "ssl_shutdown_timeout"),
+        )
+
+    def _tls_client(
+        self,
+        factory: FactoryArg,
+        context: object,
+        what: str,
+        server_hostname: str | None,
+        handshake: float,
+        shutdown: float,
+        on_connect: Callable[[Any], object] | None,
+        on_failure: Callable[[BaseException], object] | None,
+    ) -> FactoryArg:
+        """``factory`` wrapped for a TLS client; the callbacks fire after the handshake."""
+        return tls.TLSFactory(  # type: ignore[return-value]
+            self,
+            check_factory(factory, what.rstrip("()")),
+            tls.client_context(context, what),
+            server_side=False,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=check_timeout(handshake, "ssl_handshake_timeout"),
+            ssl_shutdown_timeout=tls.check_shutdown_timeout(shutdown, "ssl_shutdown_timeout"),
+            on_connect=on_connect,
+            on_failure=on_failure,
         )
 
     def listen_udp(
@@ -237,7 +391,13 @@ class Reactor(EventLoop):
         """
         self._check_open()
         return udp.listen_udp(
-            self, port, protocol, host, broadcast=broadcast, reuse_port=reuse_port
+            self,
+            port,
+            protocol,
+            host,
+            broadcast=broadcast,
+            reuse_port=reuse_port,
+            make_transport=self._datagram,
         )
 
     def connect_udp(
@@ -264,6 +424,7 @@ class Reactor(EventLoop):
             local_host=local_host,
             local_port=local_port,
             broadcast=broadcast,
+            make_transport=self._datagram,
         )
 
     # ------------------------------------------------------------------- threads

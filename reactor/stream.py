@@ -28,12 +28,20 @@ import socket
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
+from ssl import SSLContext
 from typing import Any
 
 from reactor.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER
 from reactor.interfaces import ProtocolInterface, ReactorPort
 from reactor.sockets import check_timeout, set_abortive_close
-from reactor.transport import BaseTransport, as_bytes, get_ident
+from reactor.tls import (
+    DEFAULT_SSL_HANDSHAKE_TIMEOUT,
+    DEFAULT_SSL_SHUTDOWN_TIMEOUT,
+    HandshakeCallback,
+    TLSTransport,
+    start_tls,
+)
+from reactor.transport import BaseTransport, as_bytes, get_ident, is_buffered_protocol
 
 __all__ = ["LINGER_TIME", "MAX_LINGERING", "StreamTransport"]
 
@@ -58,11 +66,6 @@ MAX_LINGERING = 1024
 _PEER_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError)
 # ENOTCONN: shutdown() on a connection the peer has already reset.
 _PEER_GONE_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN})
-
-
-def _is_buffered(protocol: object) -> bool:
-    """asyncio's BufferedProtocol shape: get_buffer/buffer_updated, no data_received."""
-    return hasattr(protocol, "get_buffer") and not hasattr(protocol, "data_received")
 
 
 class StreamTransport(BaseTransport):
@@ -121,7 +124,7 @@ class StreamTransport(BaseTransport):
     def _use_protocol(self, protocol: ProtocolInterface) -> None:
         """Bind the read path to ``protocol``: data_received, or get_buffer/buffer_updated."""
         self._protocol = protocol
-        if _is_buffered(protocol):
+        if is_buffered_protocol(protocol):
             self._reader = self._read_into_ready
             self._data_received = protocol.buffer_updated  # type: ignore[attr-defined]
         else:
@@ -480,6 +483,44 @@ class StreamTransport(BaseTransport):
         self._force_close(exc)
 
     # -------------------------------------------------------------------- misc
+
+    def start_tls(
+        self,
+        context: SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float = DEFAULT_SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout: float = DEFAULT_SSL_SHUTDOWN_TIMEOUT,
+        on_handshake: HandshakeCallback | None = None,
+        already_received: bytes = b"",
+    ) -> TLSTransport:
+        """Upgrade this connection to TLS in place (STARTTLS); returns the TLS transport.
+
+        From now on the protocol writes through the returned transport (keep
+        it: ``self.transport = transport.start_tls(...)``); what it writes
+        before the handshake ends is sent, encrypted, right after it, and
+        what it wrote to this transport before the call leaves first, in
+        the clear. ``on_handshake(exc)`` is called when the handshake ends,
+        with None on success. ``already_received``: bytes of the TLS stream
+        the protocol has already read (what followed its STARTTLS line in
+        the same read); they are fed to TLS first, so nothing is lost. A
+        failed handshake closes the connection: ``connection_lost(exc)``.
+        """
+        self._check_thread("start_tls")
+        if self._eof_written:
+            raise RuntimeError("start_tls() after write_eof(): this side is already shut")
+        return start_tls(
+            self._reactor,
+            self,
+            context,
+            server_side=server_side,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+            on_handshake=on_handshake,
+            already_received=already_received,
+        )
 
     def set_protocol(self, protocol: ProtocolInterface) -> None:
         """Switch to another protocol (e.g. after a handshake); it may be a buffered one."""

@@ -20,7 +20,7 @@ from reactor.interfaces import Address, FactoryArg, ProtocolInterface, ReactorPo
 from reactor.sockets import check_port, connect_error, ip_family, listening_socket, set_nodelay
 from reactor.stream import StreamTransport
 
-__all__ = ["Connector", "Listener", "TransportMaker", "connect_tcp", "listen_tcp"]
+__all__ = ["Connector", "Listener", "TransportMaker", "connect_tcp", "listen_socket", "listen_tcp"]
 
 #: How listeners and connectors make a connection's transport: the class
 #: itself, or (in trace mode) a tracing one. The reactor chooses.
@@ -263,6 +263,33 @@ def listen_tcp(
     except BaseException:
         sock.close()
         raise
+
+
+def listen_socket(
+    reactor: ReactorPort,
+    sock: socket.socket,
+    factory: FactoryArg,
+    make_transport: TransportMaker = StreamTransport,
+) -> Listener:
+    """Serve on ``sock``, a stream socket someone else bound and made listen.
+
+    For a socket made before this reactor: inherited across ``fork()`` from a
+    supervisor (``reactor.workers``) or passed in by a service manager. The
+    listener takes it over (made non-blocking; closed with the listener).
+    ValueError if it is not a listening stream socket.
+    """
+    check_factory(factory, "listen_socket")
+    if not isinstance(sock, socket.socket):
+        raise ValueError(f"listen_socket(): expected a socket.socket, not {sock!r}")
+    if sock.fileno() < 0:
+        raise ValueError("listen_socket(): the socket is closed")
+    if sock.type != socket.SOCK_STREAM:
+        raise ValueError(f"listen_socket(): {sock!r} is not a stream socket")
+    accepting = getattr(socket, "SO_ACCEPTCONN", None)
+    if accepting is not None and not sock.getsockopt(socket.SOL_SOCKET, accepting):
+        raise ValueError(f"listen_socket(): {sock!r} is not listening; call listen() on it first")
+    sock.setblocking(False)
+    return Listener(reactor, sock, factory, make_transport)
 
 
 class Connector:

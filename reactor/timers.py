@@ -22,6 +22,10 @@ _INF = math.inf
 _COMPACT_MIN = 64
 
 
+def _cancelled(*args: object) -> None:
+    """What a cancelled handle holds instead of its callback (never called)."""
+
+
 class Handle:
     """A scheduled callback; ``cancel()`` stops it from running."""
 
@@ -35,6 +39,14 @@ class Handle:
     def cancel(self) -> None:
         """Do not run the callback. Safe to call more than once, or after it ran."""
         self._cancelled = True
+        self._drop_references()
+
+    def _drop_references(self) -> None:
+        # A cancelled timer may wait in the heap until compaction or its due
+        # time: it must not keep its callback's object (a closed connection)
+        # alive meanwhile. asyncio's Handle.cancel does the same.
+        self._callback = _cancelled
+        self._args = ()
 
     def cancelled(self) -> bool:
         return self._cancelled
@@ -67,6 +79,7 @@ class TimerHandle(Handle):
     def cancel(self) -> None:
         if not self._cancelled:
             self._cancelled = True
+            self._drop_references()
             queue = self._queue
             if queue is not None:
                 self._queue = None

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from reactor.flow import FlowControl
 from reactor.interfaces import ReactorPort
 
-__all__ = ["BaseTransport", "as_bytes", "get_ident"]
+__all__ = ["BaseTransport", "as_bytes", "get_ident", "is_buffered_protocol"]
 
 log = logging.getLogger("reactor")
 
@@ -30,6 +30,11 @@ def as_bytes(data: object, what: str) -> bytes:
     if isinstance(data, (bytearray, memoryview)):
         return bytes(data)
     raise TypeError(f"{what}() takes bytes, bytearray or memoryview, not {type(data).__name__}")
+
+
+def is_buffered_protocol(protocol: object) -> bool:
+    """asyncio's BufferedProtocol shape: get_buffer/buffer_updated, no data_received."""
+    return hasattr(protocol, "get_buffer") and not hasattr(protocol, "data_received")
 
 
 class BaseTransport(FlowControl):

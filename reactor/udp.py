@@ -22,6 +22,7 @@ import errno
 import logging
 import socket
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from reactor.factory import check_datagram_protocol
@@ -30,7 +31,7 @@ from reactor.interfaces import Address, DatagramProtocolInterface, ReactorPort
 from reactor.sockets import check_port, ip_family, set_reuse_port
 from reactor.transport import BaseTransport, as_bytes
 
-__all__ = ["DatagramTransport", "connect_udp", "listen_udp"]
+__all__ = ["DatagramMaker", "DatagramTransport", "connect_udp", "listen_udp"]
 
 log = logging.getLogger("reactor")
 
@@ -45,7 +46,7 @@ class DatagramTransport(BaseTransport):
     kind = "datagram"
     _protocol: DatagramProtocolInterface
 
-    __slots__ = ("_buffer", "datagrams_received", "datagrams_sent")
+    __slots__ = ("_buffer", "_datagram_received", "datagrams_received", "datagrams_sent")
 
     def __init__(
         self,
@@ -62,6 +63,8 @@ class DatagramTransport(BaseTransport):
         self._protocol_paused = False
         self.datagrams_received = 0
         self.datagrams_sent = 0
+        # Bound once: _read_ready calls it per datagram (trace mode wraps it).
+        self._datagram_received = protocol.datagram_received
 
     def _start(self) -> None:
         if self._conn_lost:
@@ -85,7 +88,7 @@ class DatagramTransport(BaseTransport):
 
     def _read_ready(self) -> None:
         recvfrom = self._sock.recvfrom
-        protocol = self._protocol
+        deliver = self._datagram_received
         for _ in range(_READS_PER_EVENT):
             try:
                 data, addr = recvfrom(_MAX_DATAGRAM)
@@ -97,7 +100,7 @@ class DatagramTransport(BaseTransport):
                 return
             self.datagrams_received += 1
             try:
-                protocol.datagram_received(data, addr)
+                deliver(data, addr)
             except Exception as exc:
                 # One bad datagram must not take the endpoint down for every
                 # other peer: log it and keep serving.
@@ -269,6 +272,13 @@ class DatagramTransport(BaseTransport):
         return super().get_extra_info(name, default)
 
 
+#: How listen_udp/connect_udp make the endpoint: the class itself, or (in
+#: trace mode) a tracing one. The reactor chooses.
+DatagramMaker = Callable[
+    [ReactorPort, socket.socket, DatagramProtocolInterface, Address], DatagramTransport
+]
+
+
 def _same_peer(addr: Address, peer: Address) -> bool:
     """Whether ``addr`` names the connected peer: IPv6 ``(host, port)`` matches
     the ``(host, port, flowinfo, scope_id)`` that getpeername() gives."""
@@ -301,6 +311,7 @@ def listen_udp(
     *,
     broadcast: bool = False,
     reuse_port: bool = False,
+    make_transport: DatagramMaker = DatagramTransport,
 ) -> DatagramTransport:
     """Bind a UDP endpoint on ``host:port``; ``protocol`` gets every datagram."""
     check_port(port, "listen_udp()")
@@ -316,7 +327,7 @@ def listen_udp(
     except OSError as exc:
         sock.close()
         raise OSError(exc.errno, f"cannot bind UDP {host or '*'}:{port}: {exc.strerror}") from None
-    transport = DatagramTransport(reactor, sock, protocol)
+    transport = make_transport(reactor, sock, protocol, None)
     reactor.call_soon(transport._start)
     return transport
 
@@ -330,6 +341,7 @@ def connect_udp(
     local_host: str | None = None,
     local_port: int = 0,
     broadcast: bool = False,
+    make_transport: DatagramMaker = DatagramTransport,
 ) -> DatagramTransport:
     """A UDP endpoint connected to ``host:port``: ``sendto(data)`` needs no address.
 
@@ -356,6 +368,6 @@ def connect_udp(
     except BaseException:  # OSError, or OverflowError for a port out of range
         sock.close()
         raise
-    transport = DatagramTransport(reactor, sock, protocol, peer)
+    transport = make_transport(reactor, sock, protocol, peer)
     reactor.call_soon(transport._start)
     return transport

@@ -153,9 +153,9 @@ def test_trace_shows_a_connections_life(traced: Reactor, caplog: pytest.LogCaptu
     assert "connected to 127.0.0.1:" in text
     assert "#1 connection_made peer=127.0.0.1:" in text
     assert "data in 6 bytes" in text
-    assert "data out 6 bytes" in text
-    assert "eof_received (peer sent FIN)" in text
-    assert "write_eof (sending FIN)" in text
+    assert "write 6 bytes: sent whole" in text
+    assert "FIN received (recv returned b''): eof_received()" in text
+    assert "FIN sent (shutdown SHUT_WR)" in text
     assert "connection_lost: clean close" in text
     assert "timer fired: _tick" in text
     # Connection numbers: the client and the server side are #1 and #2.

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from apps._common import add_common_options, port_number, setup_logging
+from apps._tls import add_client_tls_options, add_server_tls_options
 from apps.chat import wire
 from apps.chat.client import run_client
 from apps.chat.server import add_server_options, run_server
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common_options(server, default_port=DEFAULT_PORT)
     add_server_options(server)
+    add_server_tls_options(server)
     client = commands.add_parser(
         "client",
         help="connect to a chat server from this terminal",
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(change it later with /nick)",
     )
     add_common_options(client, default_port=DEFAULT_PORT, server=False)
+    add_client_tls_options(client)
     return parser
 
 

@@ -28,9 +28,11 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from ssl import SSLContext
 from typing import BinaryIO
 
 from apps._common import EXIT_ERROR, make_reactor
+from apps._tls import client_tls_context
 from apps.chat import wire
 from protocols import LineReceiver
 from reactor import Reactor, TimerHandle
@@ -261,8 +263,12 @@ class ChatClient:
         stdin_fd: int = 0,
         prog: str = "reactor-chat",
         quit_grace: float = QUIT_GRACE,
+        ssl: SSLContext | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         self.reactor = reactor
+        self.ssl = ssl  # TLS, when the options asked for it (apps/_tls.py)
+        self.server_hostname = server_hostname
         self.host = host
         self.port = port
         self.nick = nick
@@ -292,6 +298,8 @@ class ChatClient:
             timeout=10.0,
             on_connect=self._connected,
             on_failure=self._failed,
+            ssl=self.ssl,
+            server_hostname=self.server_hostname if self.ssl is not None else None,
         )
 
     def _connected(self, protocol: ChatClientProtocol) -> None:
@@ -428,8 +436,18 @@ def run_client(prog: str, args: argparse.Namespace) -> int:
     interactive = os.isatty(stdin_fd) and sys.stdout.isatty()
     console = Console(sys.stdout.buffer, interactive=interactive)
     console.encoding = sys.stdout.encoding or "utf-8"
+    context = client_tls_context(prog, args)
     with make_reactor(prog, args) as reactor:
-        client = ChatClient(reactor, args.host, args.port, args.nick, console, prog=prog)
+        client = ChatClient(
+            reactor,
+            args.host,
+            args.port,
+            args.nick,
+            console,
+            prog=prog,
+            ssl=context,
+            server_hostname=args.server_name,
+        )
         for sig in (signal.SIGINT, signal.SIGTERM):
             reactor.add_signal_handler(sig, client.quit)
         with terminal_mode(stdin_fd) if interactive else contextlib.nullcontext():

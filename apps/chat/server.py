@@ -41,7 +41,7 @@ import argparse
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 from apps._common import (
     EXIT_ERROR,
@@ -51,10 +51,21 @@ from apps._common import (
     int_at_least,
     positive_seconds,
     print_listening,
+    run_workers,
 )
+from apps._tls import server_tls_context
 from apps.chat import wire
+from apps.chat.broker import Broker, LocalBroker
 from protocols import ConnectionLimiter, LineReceiver
-from reactor import Address, Clock, FactoryArg, Handle, Reactor, TimerHandle
+from reactor import (
+    Address,
+    Clock,
+    FactoryArg,
+    Handle,
+    Reactor,
+    TimerHandle,
+    WorkerContext,
+)
 
 __all__ = [
     "ChatConfig",
@@ -67,6 +78,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("apps.chat")
+
+_T = TypeVar("_T")
 
 EOL = b"\r\n"
 _PING_LINE = wire.PING.encode() + EOL
@@ -118,16 +131,32 @@ class ChatRoom:
 
     It is the factory too (``build_protocol(addr)``), so ``listen_tcp`` or
     :func:`make_factory` take it directly.
+
+    Every room line goes through ``broker`` (:mod:`apps.chat.broker`) and is
+    delivered when the broker gives it back: at once with the default
+    :class:`~apps.chat.broker.LocalBroker` (one node), or when it comes back
+    from Redis with :class:`~apps.chat.redis_broker.RedisBroker`, so that
+    every node delivers the same lines in the same order.
     """
 
-    def __init__(self, clock: Clock, config: ChatConfig | None = None) -> None:
+    def __init__(
+        self, clock: Clock, config: ChatConfig | None = None, broker: Broker | None = None
+    ) -> None:
         self.clock = clock
         self.config = config or ChatConfig()
         #: Every open connection, nick or not, in connection order.
         self.sessions: dict[ChatSession, None] = {}
         #: The members (sessions with a nick), by case-folded nick, in join order.
         self.members: dict[str, ChatSession] = {}
+        #: The members that hear the room (a newcomer does once its join came back).
+        self.audience: dict[ChatSession, None] = {}
+        #: Nicks being claimed from the broker, and by whom (held as if taken).
+        self.claims: dict[str, ChatSession] = {}
+        self._joining: dict[int, ChatSession] = {}  # joined, not yet admitted, by ref
+        self._refs = 0
         self.closing = False
+        self.broker: Broker = broker or LocalBroker()
+        self.broker.attach(self)
         self._pending: list[bytes] = []
         self._late: dict[ChatSession, int] = {}  # joined mid-batch: where its share starts
         self._flush_handle: Handle | None = None
@@ -137,7 +166,8 @@ class ChatRoom:
 
     def build_protocol(self, addr: Address) -> ChatSession:
         """A session for a new connection from ``addr`` (it joins the room with /nick)."""
-        return ChatSession(self, addr)
+        self._refs += 1
+        return ChatSession(self, addr, self._refs)
 
     # ---------------------------------------------------------- membership
 
@@ -145,26 +175,49 @@ class ChatRoom:
         """The member called ``nick`` (case-insensitive), if any."""
         return self.members.get(nick.casefold())
 
+    def holder(self, nick: str) -> ChatSession | None:
+        """Who holds ``nick`` here: a member, or a session still claiming it."""
+        folded = nick.casefold()
+        return self.members.get(folded) or self.claims.get(folded)
+
+    def kick(self, nick: str, reason: str) -> None:
+        """Disconnect the member ``nick`` with an error line saying ``reason``."""
+        session = self.find(nick)
+        if session is not None:
+            session.kick(reason)
+
     def nicks(self) -> list[str]:
         """The members' nicks, sorted case-insensitively."""
         return sorted((s.nick for s in self.members.values() if s.nick), key=str.casefold)
 
     def join(self, session: ChatSession, nick: str) -> None:
-        """``session`` took its first nick: it is in the room from now on."""
+        """``session`` took its first nick: it is a member from now on.
+
+        It hears the room from its own join line on, once the broker gives
+        that back (:meth:`admit`).
+        """
+        self.members[nick.casefold()] = session
+        self._joining[session.ref] = session
+        self.broker.joined(session.ref, nick, wire.event(f"{nick} joined"))
+        log.info("%s joined from %s", nick, session.addr)
+
+    def admit(self, ref: int) -> None:
+        """The session numbered ``ref`` hears the room from now on (if it is still here)."""
+        session = self._joining.pop(ref, None)
+        if session is None:
+            return
         if self._pending:
             # What is queued was said before the join: not for the newcomer.
             # (Noting where its share starts, rather than flushing now, keeps
             # a burst of joins from costing a write per member per join.)
             self._late[session] = len(self._pending)
-        self.members[nick.casefold()] = session
-        self.broadcast(wire.event(f"{nick} joined"))
-        log.info("%s joined from %s", nick, session.addr)
+        self.audience[session] = None
 
     def rename(self, session: ChatSession, old: str, new: str) -> None:
         """A member changed its nick (``session.nick`` is already ``new``)."""
         del self.members[old.casefold()]
         self.members[new.casefold()] = session
-        self.broadcast(wire.event(f"{old} is now known as {new}"))
+        self.broker.renamed(old, new, wire.event(f"{old} is now known as {new}"))
 
     def leave(self, session: ChatSession, how: str | None) -> None:
         """``session`` is out of the room (it may still be flushing a last reply)."""
@@ -177,12 +230,19 @@ class ChatRoom:
         # The others get the queue, and the notice, with the next flush.)
         start = self._late.pop(session, 0)
         pending = self._pending
-        if len(pending) > start and not session.transport.is_closing():
+        hears = session in self.audience
+        self.audience.pop(session, None)
+        if hears and len(pending) > start and not session.transport.is_closing():
             session.deliver(b"".join(pending[start:]))
         del self.members[nick.casefold()]
+        self._joining.pop(session.ref, None)
         log.info("%s left%s", nick, f" ({how})" if how else "")
-        if not self.closing:
-            self.broadcast(wire.event(f"{nick} left" + (f" ({how})" if how else "")))
+        line = None if self.closing else wire.event(f"{nick} left" + (f" ({how})" if how else ""))
+        self.broker.left(nick, line)
+
+    def say(self, line: str) -> None:
+        """A member said ``line`` (a message or an action) to the room."""
+        self.broker.say(line)
 
     # ---------------------------------------------------------- broadcasting
 
@@ -208,7 +268,7 @@ class ChatRoom:
                 pending.clear()
                 data = b"".join(batch)
                 late, self._late = self._late, {}
-                for session in list(self.members.values()):
+                for session in list(self.audience):
                     start = late.get(session) if late else None
                     session.deliver(data if start is None else b"".join(batch[start:]))
         finally:
@@ -217,13 +277,18 @@ class ChatRoom:
     # ----------------------------------------------------------- shutting down
 
     def transports(self) -> Iterator[Any]:
-        """The transports of every open connection (for GracefulShutdown)."""
-        return (s.transport for s in list(self.sessions))
+        """The transports of every open connection and the broker's (for GracefulShutdown)."""
+        yield from (s.transport for s in list(self.sessions))
+        yield from self.broker.transports()
 
     def goodbye(self) -> None:
-        """Tell every connection, nick or not, that the server is going away."""
+        """Tell every connection, nick or not, that the server is going away (and the bus)."""
         self.flush()
         self.closing = True
+        try:
+            self.broker.close()
+        except Exception:
+            log.exception("error while closing the bus")
         data = _line(wire.event("server is going away"))
         for session in list(self.sessions):
             session.stop_timers()
@@ -235,9 +300,11 @@ class ChatSession(LineReceiver):
 
     delimiter = b"\n"
 
-    def __init__(self, room: ChatRoom, addr: Address) -> None:
+    def __init__(self, room: ChatRoom, addr: Address, ref: int = 0) -> None:
         super().__init__()
         self.room = room
+        #: This session's number in its room (how the broker names it).
+        self.ref = ref
         self.clock = room.clock
         self.config = room.config
         # One more byte than the limit, for the '\r' of a '\r\n' line end.
@@ -274,9 +341,10 @@ class ChatSession(LineReceiver):
             self.send(wire.event("server is going away"))
             self.transport.close()
             return
+        where = "on this server" if room.broker.spans_nodes else "online"
         self.send(
             wire.info(
-                f"welcome to reactor-chat ({len(room.members)} online); "
+                f"welcome to reactor-chat ({len(room.members)} {where}); "
                 "choose a nick with /nick NAME, /help lists the commands"
             )
         )
@@ -315,6 +383,35 @@ class ChatSession(LineReceiver):
         self._left = True
         self.stop_timers()
         self.room.leave(self, how)
+
+    def kick(self, reason: str) -> None:
+        """Leave with an error line saying ``reason``, and close."""
+        if self._left:
+            return
+        log.info("%r: disconnected: %s", self, reason)
+        self._leave("disconnected")
+        self.send(wire.error(reason))
+        self._end()
+
+    def _ask(self, ask: Callable[[Callable[[_T], None]], None], then: Callable[[_T], None]) -> None:
+        """Run ``ask(done)``; ``done(answer)`` runs ``then(answer)``.
+
+        If the answer does not come at once (the broker asked Redis), this
+        session's next lines wait for it, so that they are handled in order.
+        """
+        answered = waiting = False
+
+        def done(answer: _T) -> None:
+            nonlocal answered
+            answered = True
+            then(answer)
+            if waiting:
+                self.resume_producing()
+
+        ask(done)
+        if not answered:
+            waiting = True
+            self.pause_producing()
 
     def _end(self) -> None:
         """Close, flushing what is buffered, unless the client is not reading it."""
@@ -454,7 +551,7 @@ class ChatSession(LineReceiver):
         if self.nick is None:
             self.send(wire.error("set a nick first with /nick NAME"))
             return
-        self.room.broadcast(wire.message(self.nick, text))
+        self.room.say(wire.message(self.nick, text))
 
     def _command(self, text: str) -> None:
         name, _, rest = text[1:].partition(" ")
@@ -472,7 +569,8 @@ class ChatSession(LineReceiver):
         if problem is not None:
             self.send(wire.error(f"invalid nick {arg!r}: {problem}"))
             return
-        holder = self.room.find(arg)
+        room = self.room
+        holder = room.holder(arg)
         if holder is not None and holder is not self:
             self.send(wire.error(f"nick {arg} is taken"))
             return
@@ -480,18 +578,40 @@ class ChatSession(LineReceiver):
         if old == arg:
             self.send(wire.info(f"you are already {arg}"))
             return
-        self.nick = arg
+        # Held here while the broker asks the other nodes (if any).
+        folded = arg.casefold()
+        room.claims[folded] = self
+
+        def granted(refusal: str | None) -> None:
+            if room.claims.get(folded) is self:
+                del room.claims[folded]
+            if refusal is not None:
+                if not self._left:
+                    self.send(wire.error(refusal))
+            elif self._left or room.closing:
+                room.broker.release(arg)  # gone meanwhile: nobody uses it
+            else:
+                self._take_nick(old, arg)
+
+        self._ask(lambda done: room.broker.claim(arg, done), granted)
+
+    def _take_nick(self, old: str | None, new: str) -> None:
+        self.nick = new
         if old is None:
             if self._nick_timer is not None:
                 self._nick_timer.cancel()
                 self._nick_timer = None
-            self.room.join(self, arg)
+            self.room.join(self, new)
         else:
-            self.room.rename(self, old, arg)
+            self.room.rename(self, old, new)
 
     def _cmd_who(self, arg: str) -> None:
-        nicks = self.room.nicks()
-        self.send(wire.info(f"{len(nicks)} online: {', '.join(nicks)}"))
+        def answer(nicks: list[str], note: str | None) -> None:
+            if not self._left:
+                where = f" ({note})" if note else ""
+                self.send(wire.info(f"{len(nicks)} online{where}: {', '.join(nicks)}"))
+
+        self._ask(self.room.broker.who, lambda result: answer(*result))
 
     def _cmd_me(self, arg: str) -> None:
         if self.nick is None:
@@ -499,7 +619,7 @@ class ChatSession(LineReceiver):
         elif not arg:
             self.send(wire.error("usage: /me ACTION"))
         else:
-            self.room.broadcast(wire.action(self.nick, arg))
+            self.room.say(wire.action(self.nick, arg))
 
     def _cmd_msg(self, arg: str) -> None:
         target_nick, _, body = arg.partition(" ")
@@ -508,11 +628,14 @@ class ChatSession(LineReceiver):
             self.send(wire.error("set a nick first with /nick NAME"))
         elif not target_nick or not body:
             self.send(wire.error("usage: /msg NICK TEXT"))
-        elif (target := self.room.find(target_nick)) is None or target.nick is None:
-            self.send(wire.error(f"no such nick: {target_nick}"))
         else:
-            target.send(wire.private_in(self.nick, body))
-            self.send(wire.private_out(target.nick, body))
+
+            def sent(problem: str | None) -> None:
+                if problem is not None and not self._left:
+                    self.send(wire.error(problem))
+
+            nick = self.nick
+            self._ask(lambda done: self.room.broker.private(nick, target_nick, body, done), sent)
 
     def _cmd_quit(self, arg: str) -> None:
         self._leave(f"quit: {arg}" if arg else "quit")
@@ -628,6 +751,41 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
         "output the client does not read within this long is cut off (default: %(default)g)",
     )
 
+    group = parser.add_argument_group("several servers (docs/scaling.md)")
+    group.add_argument(
+        "--redis",
+        metavar="URL",
+        default=None,
+        help="join the chat servers that share this Redis, e.g. redis://127.0.0.1:6379/0: "
+        "their users are in one room, nicks are unique across them (needs the redis extra: "
+        "pip install 'pyreactor[redis]')",
+    )
+    group.add_argument(
+        "--redis-ttl",
+        type=_redis_ttl,
+        default=15.0,
+        metavar="SECONDS",
+        help="with --redis: how long this server's nicks outlive it if it dies without "
+        "saying so; the others announce its users' departures by then, give or take a "
+        "third (default: %(default)g)",
+    )
+    group.add_argument(
+        "--workers",
+        type=int_at_least(0),
+        default=1,
+        metavar="N",
+        help="serve from N processes sharing the port (0: one per CPU); more than one "
+        "needs --redis, or each process would be a room of its own (default: 1)",
+    )
+
+
+def _redis_ttl(text: str) -> float:
+    """``--redis-ttl``: seconds, from 0.3 (three heartbeats in it) to a day."""
+    value = positive_seconds(text)
+    if not 0.3 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be 0.3 to 86400 seconds, got {text}")
+    return value
+
 
 def config_from_args(args: argparse.Namespace) -> ChatConfig:
     return ChatConfig(
@@ -658,22 +816,115 @@ def make_server_reactor(prog: str, args: argparse.Namespace, config: ChatConfig)
         die(prog, str(exc), EXIT_USAGE)
 
 
-def run_server(prog: str, args: argparse.Namespace) -> int:
-    """Listen, print where, serve until SIGINT/SIGTERM, then say goodbye and exit 0."""
-    config = config_from_args(args)
+def _redis_address(prog: str, args: argparse.Namespace) -> Any:
+    """The parsed ``--redis`` URL (None without it); exits with a clear error if unusable.
+
+    A bad URL is a usage error (exit 2); a missing hiredis is an error
+    (exit 1) that says how to install it.
+    """
+    url: str | None = getattr(args, "redis", None)
+    if url is None:
+        return None
+    from apps.chat.resp import RedisAddress, load_hiredis
+
+    try:
+        address = RedisAddress.parse(url)
+    except ValueError as exc:
+        die(prog, str(exc), EXIT_USAGE)
+    try:
+        load_hiredis()
+    except RuntimeError as exc:
+        die(prog, str(exc), EXIT_ERROR)
+    return address
+
+
+def make_broker(prog: str, args: argparse.Namespace, reactor: Reactor) -> Broker:
+    """The bus the options ask for: Redis with ``--redis URL``, else this node alone."""
+    address = _redis_address(prog, args)
+    if address is None:
+        return LocalBroker()
+    from apps.chat.redis_broker import RedisBroker
+
+    def report(up: bool) -> None:
+        # On stdout, like the listening line: what an operator (or a test) waits for.
+        # One write per line (end=""), so the lines of several workers never interleave.
+        line = f"chat server {'linked to' if up else 'lost the link to'} {address}\n"
+        print(line, end="", flush=True)
+
+    return RedisBroker(reactor, address, ttl=args.redis_ttl, on_link=report)
+
+
+def check_workers(prog: str, args: argparse.Namespace) -> None:
+    """Refuse ``--workers`` other than 1 without ``--redis``, saying why (exit 2)."""
+    workers: int = getattr(args, "workers", 1)
+    if workers != 1 and getattr(args, "redis", None) is None:
+        many = "processes (one per CPU)" if workers == 0 else f"{workers} processes"
+        die(
+            prog,
+            f"--workers {workers} needs --redis URL: without a bus between them, each of the "
+            f"{many} would be a chat room of its own, and users would see only those who "
+            "landed on the same process. Start Redis and add --redis "
+            "redis://127.0.0.1:6379/0 (docs/scaling.md), or run one worker.",
+            EXIT_USAGE,
+        )
+
+
+def _serve(
+    prog: str,
+    args: argparse.Namespace,
+    config: ChatConfig,
+    listen: Callable[[Reactor, FactoryArg], Any],
+) -> None:
+    """Run one chat node: listen with ``listen(reactor, factory)``, serve until told to stop."""
     with make_server_reactor(prog, args, config) as reactor:
-        room = ChatRoom(reactor, config)
-        try:
-            # The cast: ConnectionLimiter.build_protocol may return None (a refusal,
-            # which the listener handles), but FactoryArg does not say so.
-            factory = cast(FactoryArg, make_factory(room))
-            listener = reactor.listen_tcp(args.port, factory, host=args.host)
-        except OSError as exc:
-            die(prog, exc.strerror or str(exc), EXIT_ERROR)
-        print_listening("chat server", listener.address, reactor)
+        broker = make_broker(prog, args, reactor)
+        room = ChatRoom(reactor, config, broker)
+        # The cast: ConnectionLimiter.build_protocol may return None (a refusal,
+        # which the listener handles), but FactoryArg does not say so.
+        factory = cast(FactoryArg, make_factory(room))
+        listener = listen(reactor, factory)
+        if broker.description:
+            print(f"chat server {broker.description}\n", end="", flush=True)
+        broker.start()
         GracefulShutdown(
             reactor, listeners=[listener], transports=room.transports, goodbye=room.goodbye
         )
         reactor.run()
         listener.close()
+
+
+def run_server(prog: str, args: argparse.Namespace) -> int:
+    """Listen, print where, serve until SIGINT/SIGTERM, then say goodbye and exit 0.
+
+    With ``--workers N`` (N other than 1), N processes serve the port under
+    :func:`reactor.serve_workers`' supervisor, each a chat node of its own
+    linked to the others through ``--redis``.
+    """
+    config = config_from_args(args)
+    check_workers(prog, args)
+    context = server_tls_context(prog, args)
+    what = "chat server" if context is None else "chat server (TLS)"
+    _redis_address(prog, args)  # a bad URL stops us here, before any fork
+    if args.workers != 1:
+
+        def worker_main(worker: WorkerContext) -> None:
+            _serve(
+                prog,
+                args,
+                config,
+                lambda reactor, factory: worker.listen(reactor, factory, ssl=context),
+            )
+
+        # GracefulShutdown's deadline, and a second for the worker to exit.
+        return run_workers(prog, what, args, worker_main, drain_timeout=3.0)
+
+    def listen(reactor: Reactor, factory: FactoryArg) -> Any:
+        try:
+            listener = reactor.listen_tcp(args.port, factory, host=args.host, ssl=context)
+        except OSError as exc:
+            die(prog, exc.strerror or str(exc), EXIT_ERROR)
+        print_listening(what, listener.address, reactor)
+        return listener
+
+    _serve(prog, args, config, listen)
     return 0

@@ -15,6 +15,7 @@ from apps._common import (
     GracefulShutdown,
     add_close_timeout_option,
     add_common_options,
+    add_workers_option,
     die,
     int_at_least,
     listen_or_die,
@@ -22,12 +23,19 @@ from apps._common import (
     port_number,
     positive_seconds,
     print_listening,
+    run_workers,
     setup_logging,
+)
+from apps._tls import (
+    add_client_tls_options,
+    add_server_tls_options,
+    client_tls_context,
+    server_tls_context,
 )
 from apps.files.client import GetClient, ListClient, Outcome, stderr_progress
 from apps.files.server import FileServerFactory, FileService
 from protocols import ConnectionLimiter
-from reactor import FactoryArg
+from reactor import FactoryArg, WorkerContext
 
 PROG = "reactor-files"
 DEFAULT_PORT = 8011
@@ -95,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         "clients that send it a byte at a time cannot hold connections (default: 10)",
     )
     add_close_timeout_option(serve)
+    add_workers_option(serve)
+    add_server_tls_options(serve)
 
     get = sub.add_parser(
         "get",
@@ -148,6 +158,7 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
         help="give up after this long without data (default: 30)",
     )
     add_common_options(parser, default_port=DEFAULT_PORT, server=False)
+    add_client_tls_options(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,9 +173,28 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+#: How long a worker of ``--workers N`` may take to stop: GracefulShutdown's
+#: deadline (2 s) and a second to exit.
+WORKER_DRAIN_TIMEOUT = 3.0
+
+
 def serve(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.root):
         die(PROG, f"--root {args.root!r} is not a directory", EXIT_USAGE)
+    args.ssl = server_tls_context(PROG, args)
+    if args.workers != 1:
+        return run_workers(
+            PROG,
+            f"{'TLS ' if args.ssl else ''}file server for {os.path.realpath(args.root)}",
+            args,
+            lambda worker: _serve(args, worker),
+            drain_timeout=WORKER_DRAIN_TIMEOUT,
+        )
+    return _serve(args, None)
+
+
+def _serve(args: argparse.Namespace, worker: WorkerContext | None) -> int:
+    """Serve until SIGINT/SIGTERM: on ``--port``, or on ``worker``'s socket (``--workers``)."""
     reactor = make_reactor(PROG, args)
     with reactor:
         service = FileService(
@@ -181,16 +211,22 @@ def serve(args: argparse.Namespace) -> int:
         # cast: ConnectionLimiter.build_protocol may return None (a refusal, which
         # the listener supports), but ProtocolFactoryInterface does not say so.
         tcp_factory = cast(FactoryArg, factory)
-        listener = listen_or_die(
-            PROG, lambda: reactor.listen_tcp(args.port, tcp_factory, host=args.host)
-        )
+        if worker is not None:
+            listener = worker.listen(reactor, tcp_factory, ssl=args.ssl)
+        else:
+            listener = listen_or_die(
+                PROG,
+                lambda: reactor.listen_tcp(args.port, tcp_factory, host=args.host, ssl=args.ssl),
+            )
         GracefulShutdown(
             reactor,
             listeners=[listener],
             transports=service.transports,
             goodbye=service.goodbye,
         )
-        print_listening(f"file server for {service.root}", listener.address, reactor)
+        if worker is None:
+            tls = "TLS " if args.ssl is not None else ""
+            print_listening(f"{tls}file server for {service.root}", listener.address, reactor)
         try:
             reactor.run()
         finally:
@@ -209,6 +245,7 @@ def _output_path(name: str, output: str | None) -> str:
 
 def run_client(args: argparse.Namespace) -> int:
     outcome: list[Outcome] = []
+    context = client_tls_context(PROG, args)
     reactor = make_reactor(PROG, args)
     with reactor:
 
@@ -246,7 +283,13 @@ def run_client(args: argparse.Namespace) -> int:
             done(Outcome(1, f"cannot connect to {args.host}:{args.port}: {reason}"))
 
         reactor.connect_tcp(
-            args.host, args.port, lambda: client, timeout=args.timeout, on_failure=failed
+            args.host,
+            args.port,
+            lambda: client,
+            timeout=args.timeout,
+            on_failure=failed,
+            ssl=context,
+            server_hostname=args.server_name if context is not None else None,
         )
         reactor.run()
     if not outcome:

@@ -5,6 +5,8 @@
 Prints ``echo server listening on HOST:PORT (asyncio)`` once it accepts
 connections, and exits cleanly on SIGINT or SIGTERM. ``--uvloop`` runs the
 same protocol on uvloop's loop (``uvloop_echo.py`` does just that).
+``--tls-cert FILE --tls-key FILE`` serves TLS with that certificate
+(``loop.create_server(ssl=...)``: asyncio's, or uvloop's, own TLS layer).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl
 import sys
 from typing import Any, cast
 
@@ -32,7 +35,8 @@ class Echo(asyncio.Protocol):
         # Half-close like the reactor's echo: finish our side once flushed.
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        return True
+            return True
+        return False  # TLS has no half-close: the transport closes
 
     def pause_writing(self) -> None:
         self.transport.pause_reading()
@@ -41,7 +45,18 @@ class Echo(asyncio.Protocol):
         self.transport.resume_reading()
 
 
-async def serve(host: str, port: int, name: str) -> None:
+def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """The server's TLS context from ``--tls-cert``/``--tls-key``, or None for plain TCP."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise SystemExit("--tls-cert and --tls-key go together: pass both, or neither")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def serve(host: str, port: int, name: str, context: ssl.SSLContext | None = None) -> None:
     loop = asyncio.get_running_loop()
     stopped = loop.create_future()
 
@@ -51,9 +66,10 @@ async def serve(host: str, port: int, name: str) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
-    server = await loop.create_server(Echo, host, port, backlog=1024)
+    server = await loop.create_server(Echo, host, port, backlog=1024, ssl=context)
     address: Any = server.sockets[0].getsockname()
-    print(f"echo server listening on {address[0]}:{address[1]} ({name})", flush=True)
+    tls = ", TLS" if context is not None else ""
+    print(f"echo server listening on {address[0]}:{address[1]} ({name}{tls})", flush=True)
     try:
         await stopped
     finally:
@@ -67,13 +83,16 @@ def main(argv: list[str] | None = None, *, use_uvloop: bool = False) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8007, help="0 picks a free port")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop's event loop")
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate (PEM)")
+    parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
     args = parser.parse_args(argv)
+    context = tls_context(args.tls_cert, args.tls_key)
     if use_uvloop or args.uvloop:
         import uvloop
 
-        uvloop.run(serve(args.host, args.port, "uvloop"))
+        uvloop.run(serve(args.host, args.port, "uvloop", context))
     else:
-        asyncio.run(serve(args.host, args.port, "asyncio"))
+        asyncio.run(serve(args.host, args.port, "asyncio", context))
     return 0
 
 

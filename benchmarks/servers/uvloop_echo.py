@@ -1,6 +1,7 @@
 """asyncio's Protocol echo on uvloop: the same server as ``asyncio_echo.py``.
 
 python benchmarks/servers/uvloop_echo.py --port 0
+python benchmarks/servers/uvloop_echo.py --port 0 --tls-cert server.pem --tls-key server.key
 """
 
 from __future__ import annotations

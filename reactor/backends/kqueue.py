@@ -121,3 +121,7 @@ class KqueuePoller:
     def close(self) -> None:
         self._kq.close()
         self._events.clear()
+
+    def fileno(self) -> int:
+        """The kqueue's own fd: readable when a watched fd is ready (for embedding)."""
+        return int(self._kq.fileno())

@@ -1,0 +1,417 @@
+"""TLS echo cost: this reactor against asyncio, uvloop and Twisted, each serving TLS.
+
+    python benchmarks/tls_bench.py                              # everything, ~15 min
+    python benchmarks/tls_bench.py --parts native --repeats 3 --duration 4
+    python benchmarks/tls_bench.py --parts callgrind --profile 30
+
+Four figures, every server serving the same echo over TLS 1.3 with a
+certificate that trustme makes at run time (never a checked-in key):
+
+1. ``callgrind``: user-space instructions per 1 KiB request, from
+   callgrind_bench.py's two runs of N and N + D requests (handshakes,
+   start-up and warm-up cancel out), every server in the same run.
+2. ``tls-pingpong-1k``: requests/s and server CPU per request, 100
+   connections, 1 KiB ping-pong, from a plain run (echo_bench.py's
+   ``run_once``: CPU sampled over the client's measured window).
+3. ``tls-handshake``: new TLS connections per second and server CPU per
+   connection: 16 client slots, each in a loop of connect, full handshake
+   (no resumption), one 64 B ping-pong, close_notify both ways, close.
+4. ``idle``: server RSS per idle TLS connection, from the difference of
+   two runs holding ``--idle-conns`` and twice as many connections (what
+   the warm-up and start-up leave in the heap cancels out).
+
+The client is ``tls_loadgen.c`` (built here with the system's OpenSSL):
+loadgen's flags and JSON, the TLS work in C, so the server saturates first;
+the tables' ``saturated`` column says which side did. Each server is warmed
+by the client before anything is measured: echo_bench.py's warm-up, over TLS.
+
+Run by hand, never in CI; loopback only; every run bounded (see
+benchmarks/README.md for the columns and the caveats).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import shutil
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import callgrind_bench
+from echo_bench import (
+    BASELINE,
+    RESULTS_DIR,
+    SCENARIOS,
+    SERVERS_DIR,
+    WARM_BULK,
+    WARM_CONNS,
+    WARM_PING_SIZE,
+    WARM_PINGS,
+    Scenario,
+    ServerKind,
+    csv,
+    fmt_num,
+    fmt_ratio,
+    importable,
+    machine_info,
+    package_version,
+    raised_fd_limit,
+    render_table,
+    report,
+    run_once,
+    summarize,
+)
+
+HERE = Path(__file__).resolve().parent
+CLIENT_SOURCE = HERE / "tls_loadgen.c"
+SERVER_NAMES = ("reactor", "asyncio", "uvloop", "twisted")
+#: The callgrind figure's scenario (echo_bench's: 100 connections, 1 KiB).
+CALLGRIND_SCENARIO = "pingpong-1k"
+PARTS = ("callgrind", "native")
+#: The client's warm-up, echo_bench.warm_server's amounts over TLS.
+WARM_WRITE = 64 * 1024
+
+
+def warm_args() -> list[str]:
+    return [
+        "--warm-conns",
+        str(WARM_CONNS),
+        "--warm-pings",
+        str(WARM_PINGS),
+        "--warm-bulk",
+        str(WARM_BULK),
+    ]
+
+
+def warm_text() -> str:
+    return (
+        f"by the client, over TLS: {WARM_CONNS} connections one after another, each "
+        f"{WARM_PINGS} x {WARM_PING_SIZE} B ping-pong, {WARM_BULK >> 10} KiB echoed in "
+        f"{WARM_WRITE >> 10} KiB writes, then close_notify both ways"
+    )
+
+
+def native_scenarios(idle_conns: int, handshake_conns: int) -> list[Scenario]:
+    pingpong = SCENARIOS["pingpong-1k"]
+    return [
+        Scenario("tls-pingpong-1k", "100 TLS connections, 1 KiB ping-pong", pingpong.conns, 1024),
+        Scenario(
+            "tls-handshake",
+            f"{handshake_conns} slots: connect, full TLS handshake, 64 B ping-pong, close",
+            handshake_conns,
+            64,
+        ),
+        Scenario(
+            f"idle-{idle_conns}",
+            f"{idle_conns:,} idle TLS connections",
+            idle_conns,
+            64,
+            mode="idle",
+        ),
+        Scenario(
+            f"idle-{2 * idle_conns}",
+            f"{2 * idle_conns:,} idle TLS connections",
+            2 * idle_conns,
+            64,
+            mode="idle",
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def make_certificates(directory: Path) -> dict[str, str]:
+    """A throw-away CA and a server certificate for 127.0.0.1 and localhost (trustme)."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    paths = {name: str(directory / name) for name in ("ca.pem", "server.pem", "server.key")}
+    ca.cert_pem.write_to_path(paths["ca.pem"])
+    cert.private_key_pem.write_to_path(paths["server.key"])
+    for n, pem in enumerate(cert.cert_chain_pems):
+        pem.write_to_path(paths["server.pem"], append=n > 0)
+    return paths
+
+
+def build_client(source: Path = CLIENT_SOURCE) -> Path:
+    """Compile tls_loadgen.c against OpenSSL into a per-user temp dir (never the repo)."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise SystemExit("tls_bench needs a C compiler and OpenSSL's headers (libssl-dev)")
+    target = Path(tempfile.gettempdir()) / f"pyreactor-bench-{os.getuid()}" / source.stem
+    if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [compiler, "-O2", "-Wall", "-Wextra", "-o", str(target), str(source)]
+    built = subprocess.run([*cmd, "-lssl", "-lcrypto"], capture_output=True, text=True, check=False)
+    if built.returncode != 0:
+        raise SystemExit(
+            f"building {source.name} failed (is libssl-dev installed?):\n{built.stderr}"
+        )
+    return target
+
+
+def client_wrapper(client: Path, cafile: str, directory: Path) -> Path:
+    """An executable that runs the client with the CA and the warm-up: it takes
+    loadgen's flags, so callgrind_bench's runs drive it in loadgen's place."""
+    script = directory / "tls_loadgen.sh"
+    command = shlex.join([str(client), "--cafile", cafile, *warm_args()])
+    script.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
+    script.chmod(0o755)
+    return script
+
+
+def server_kinds(certs: dict[str, str]) -> dict[str, ServerKind]:
+    """Each server's TLS echo: the script in servers/ with ``--tls-cert``/``--tls-key``."""
+    tls = ["--tls-cert", certs["server.pem"], "--tls-key", certs["server.key"]]
+    kinds = {}
+    for name in SERVER_NAMES:
+        argv = [str(SERVERS_DIR / f"{name}_echo.py"), "--host", "127.0.0.1", "--port", "0", *tls]
+        if name == "reactor":
+            kinds[name] = ServerKind("reactor-epoll", [*argv, "--backend", "epoll"])
+        else:
+            kinds[name] = ServerKind(name, argv, callgrind_bench.NEEDS.get(name))
+    return kinds
+
+
+# --------------------------------------------------------------------------- the parts
+
+
+def run_callgrind(
+    servers: list[ServerKind], opts: argparse.Namespace, wrapper: Path, workdir: Path
+) -> dict[str, Any]:
+    """Figure 1: callgrind_bench's N and N + D runs of every server, with the TLS client."""
+    runs = []
+    for repeat in range(1, opts.cg_repeats + 1):
+        for kind in servers:
+            record = callgrind_bench.measure(
+                kind, CALLGRIND_SCENARIO, opts, wrapper, workdir, repeat
+            )
+            runs.append(record)
+            if record["ok"]:
+                line = f"{record['ir_per_request']:,.0f} instructions/request"
+            else:
+                line = f"FAILED: {record.get('error')}"
+            print(f"callgrind {CALLGRIND_SCENARIO} repeat {repeat} {kind.name}: {line}", flush=True)
+            for fn, ir in record.get("profile", []):
+                print(f"    {ir:10,.1f}  {fn}", flush=True)
+    summary = callgrind_bench.summarize(runs)
+    title = "100 TLS connections, 1 KiB ping-pong, instructions per request"
+    entries = summary.get(CALLGRIND_SCENARIO, {})
+    print(
+        callgrind_bench.report("tls-" + CALLGRIND_SCENARIO, title, entries, opts.order), flush=True
+    )
+    return {"N": opts.requests, "D": opts.delta, "summary": summary, "runs": runs}
+
+
+def run_native(
+    servers: list[ServerKind], opts: argparse.Namespace, client: list[str], workdir: Path
+) -> dict[str, Any]:
+    """Figures 2-4: echo_bench's run_once, round-robin over the servers, order rotating."""
+    runs: list[dict[str, Any]] = []
+    scenarios = native_scenarios(opts.idle_conns, opts.handshake_conns)
+    for scenario in scenarios:
+        cmd = [*client, "--handshakes"] if scenario.name == "tls-handshake" else client
+        for rnd in range(opts.repeats):
+            shift = rnd % len(servers)
+            for position, kind in enumerate(servers[shift:] + servers[:shift]):
+                record = run_once(scenario, kind, cmd, opts, workdir)
+                record.update(round=rnd + 1, position=position)
+                runs.append(record)
+                print(f"{scenario.name} round {rnd + 1} {kind.name}: {brief(record)}", flush=True)
+                time.sleep(0.3)  # let the last run's sockets drain
+        summary = summarize(runs)
+        print(report(scenario, summary[scenario.name], opts.order), flush=True)
+    idle = idle_difference(runs, scenarios[2], scenarios[3])
+    print(idle_table(idle, opts.order), flush=True)
+    return {
+        "scenarios": {s.name: {**vars(s), "unit": s.unit} for s in scenarios},
+        "summary": summarize(runs),
+        "idle_difference": idle,
+        "runs": runs,
+    }
+
+
+def brief(record: dict[str, Any]) -> str:
+    if not record.get("ok"):
+        return f"FAILED: {record.get('error')}"
+    if "held" in record:
+        return f"{record['held']} held, RSS +{record['rss_ready_kb'] - record['rss_before_kb']} KiB"
+    return (
+        f"{record['rps']:,.0f}/s, server {fmt_num(record.get('cpu_per_unit_us'), 1)} us each "
+        f"({fmt_num(record.get('server_cpu_pct'))}% CPU), client {record['client_cpu_pct']:.0f}%, "
+        f"errors {record['errors'] + record['mismatches']}"
+    )
+
+
+def idle_difference(
+    runs: list[dict[str, Any]], small: Scenario, large: Scenario
+) -> dict[str, dict[str, Any]]:
+    """Figure 4: RSS per idle connection, (growth(2K) - growth(K)) / (2K - K) per server,
+    from the medians of each size's growth (RSS when all are answered minus RSS at start)."""
+    growth: dict[str, dict[str, list[tuple[float, int]]]] = {}
+    for run in runs:
+        if run.get("ok") and run["scenario"] in (small.name, large.name):
+            before, ready = run.get("rss_before_kb"), run.get("rss_ready_kb")
+            if before is not None and ready is not None and run.get("held"):
+                per_server = growth.setdefault(run["server"], {})
+                per_server.setdefault(run["scenario"], []).append(
+                    ((ready - before) * 1024.0, int(run["held"]))
+                )
+    out: dict[str, dict[str, Any]] = {}
+    for server, sizes in growth.items():
+        if small.name not in sizes or large.name not in sizes:
+            continue
+        g1 = statistics.median(g for g, _ in sizes[small.name])
+        g2 = statistics.median(g for g, _ in sizes[large.name])
+        n1 = statistics.median(n for _, n in sizes[small.name])
+        n2 = statistics.median(n for _, n in sizes[large.name])
+        out[server] = {
+            "growth_small_bytes": g1,
+            "growth_large_bytes": g2,
+            "held": [n1, n2],
+            "per_conn_bytes": (g2 - g1) / (n2 - n1) if n2 != n1 else None,
+            "naive_per_conn_bytes": g1 / n1 if n1 else None,
+        }
+    base = out.get(BASELINE, {}).get("per_conn_bytes")
+    for entry in out.values():
+        mine = entry["per_conn_bytes"]
+        entry["ratio"] = mine / base if base and mine is not None else None
+    return out
+
+
+def idle_table(idle: dict[str, dict[str, Any]], order: list[str]) -> str:
+    headers = ["server", "RSS B/idle TLS conn (difference)", "vs asyncio", "growth/conn, small run"]
+    rows = [
+        [
+            name,
+            fmt_num(idle[name]["per_conn_bytes"]),
+            fmt_ratio(idle[name]["ratio"]),
+            fmt_num(idle[name]["naive_per_conn_bytes"]),
+        ]
+        for name in order
+        if name in idle
+    ]
+    return "\n== idle: server RSS per idle TLS connection\n" + render_table(headers, rows)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--parts", type=csv, default=list(PARTS), help="callgrind,native")
+    parser.add_argument("--servers", type=csv, default=list(SERVER_NAMES), help="comma list")
+    parser.add_argument("--repeats", type=int, default=3, help="native rounds (default 3)")
+    parser.add_argument("--duration", type=float, default=4.0, help="measured s per native run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured s of load first")
+    parser.add_argument("--idle-conns", type=int, default=1000, help="and twice as many")
+    parser.add_argument("--handshake-conns", type=int, default=16, help="handshake slots")
+    parser.add_argument("--requests", "-N", type=int, default=20000, help="callgrind N")
+    parser.add_argument("--delta", "-D", type=int, default=20000, help="callgrind D")
+    parser.add_argument("--cg-repeats", type=int, default=1, help="callgrind pairs per server")
+    parser.add_argument("--profile", type=int, default=0, metavar="TOP", help="callgrind profile")
+    parser.add_argument("--keep", metavar="DIR", help="keep the callgrind output files here")
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the servers")
+    parser.add_argument(
+        "--pin", action=argparse.BooleanOptionalAction, default=None, help="taskset (default: yes)"
+    )
+    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--client-cpu", type=int, default=1)
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S")
+    parser.add_argument("--quiet-pct", type=float, default=15.0)
+    parser.add_argument("--time-limit", type=float, default=300.0, help="s per callgrind run")
+    parser.add_argument("--json", help="output (default benchmarks/results/tls-DATE.json)")
+    args = parser.parse_args(argv)
+    bad = [p for p in args.parts if p not in PARTS] + [
+        s for s in args.servers if s not in SERVER_NAMES
+    ]
+    if bad:
+        parser.error(f"unknown {bad}; parts: {list(PARTS)}, servers: {list(SERVER_NAMES)}")
+    if args.repeats < 1 or args.cg_repeats < 1 or args.requests < 1 or args.delta < 1:
+        parser.error("need --repeats, --cg-repeats, --requests, --delta >= 1")
+    if not 0 < args.duration <= 600 or not 0 <= args.warmup <= 60:
+        parser.error("need 0 < --duration <= 600 and 0 <= --warmup <= 60")
+    if not 1 <= args.idle_conns <= 20000 or not 1 <= args.handshake_conns <= 1000:
+        parser.error("need 1 <= --idle-conns <= 20000 and 1 <= --handshake-conns <= 1000")
+    if not 0 < args.time_limit <= 3600 or args.profile < 0:
+        parser.error("need 0 < --time-limit <= 3600 and --profile >= 0")
+    # What echo_bench's run_once and callgrind_bench's count_run read from their options:
+    # the warm-up is the client's (over TLS), so theirs (plain TCP) is off.
+    can_pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    args.pin_used = can_pin if args.pin is None else args.pin and can_pin
+    args.server_cpu_used = args.server_cpu if args.pin_used else None
+    args.client_cpu_used = args.client_cpu if args.pin_used else None
+    args.warm = False
+    args.server_env = {}
+    args.project = HERE.parent
+    args.valgrind_arg = []
+    args.start_limit, args.stop_limit = 180.0, 120.0
+    args.client_used, args.stream_client = "tls_loadgen", None
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if "callgrind" in args.parts and shutil.which("valgrind") is None:
+        raise SystemExit("the callgrind part needs valgrind (apt-get install -y valgrind)")
+    client = build_client()
+    document: dict[str, Any] = {}
+    with raised_fd_limit(), tempfile.TemporaryDirectory(prefix="tls-bench-") as tmp:
+        workdir = Path(tmp)
+        certs = make_certificates(workdir)
+        kinds = server_kinds(certs)
+        servers = []
+        for name in args.servers:
+            kind = kinds[name]
+            if kind.needs and not importable(args.python, kind.needs):
+                print(f"note: {name} skipped ({kind.needs} is not installed)", file=sys.stderr)
+                continue
+            servers.append(kind)
+        args.order = [k.name for k in servers]
+        meta = machine_info(args, client)
+        meta.update(
+            server_warmup=warm_text(),
+            openssl={
+                "python_ssl": ssl.OPENSSL_VERSION,
+                "client": subprocess.run(
+                    ["openssl", "version"], capture_output=True, text=True, check=False
+                ).stdout.strip(),
+            },
+            tls_versions={d: package_version(args.python, d) for d in ("pyOpenSSL", "trustme")},
+            certificate="trustme CA and a server certificate for 127.0.0.1/localhost, made per run",
+        )
+        document["meta"] = meta
+        print(
+            f"servers: {', '.join(args.order)}; pinned: {args.pin_used}; warmed {warm_text()}",
+            flush=True,
+        )
+        if "callgrind" in args.parts:
+            wrapper = client_wrapper(client, certs["ca.pem"], workdir)
+            document["callgrind"] = run_callgrind(servers, args, wrapper, workdir)
+        if "native" in args.parts:
+            command = [str(client), "--cafile", certs["ca.pem"], *warm_args()]
+            document["native"] = run_native(servers, args, command, workdir)
+    out_path = Path(args.json) if args.json else RESULTS_DIR / f"tls-{dt.date.today()}.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(document, indent=1) + "\n")
+    print(f"\nresults: {out_path}")
+    parts = [document.get(p, {}) for p in ("callgrind", "native")]
+    return 0 if all(r.get("ok") for part in parts for r in part.get("runs", [])) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
