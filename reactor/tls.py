@@ -828,8 +828,8 @@ class TLSTransport:
         on_handshake: HandshakeCallback | None = None,
         already_received: bytes = b"",
     ) -> TLSTransport:
-        """TLS inside this TLS connection (a tunnel through a TLS proxy); as
-        :meth:`StreamTransport.start_tls <reactor.stream.StreamTransport.start_tls>`."""
+        """TLS inside this TLS connection (a tunnel through a TLS proxy); the
+        arguments and the result are those of ``StreamTransport.start_tls``."""
         self._check_thread("start_tls")
         return start_tls(
             self._reactor,
