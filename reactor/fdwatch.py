@@ -200,7 +200,9 @@ class FdRegistry:
         """Replace the backend with a new one watching what the tables say."""
         old = self.poller
         try:
-            new = type(old)()
+            # A wrapper (trace mode's TracingPoller) knows how to make its twin.
+            fresh = getattr(old, "fresh", None)
+            new = fresh() if fresh is not None else type(old)()
         except Exception:
             log.exception("could not make a new %s poller to drop a closed fd", old.name)
             return

@@ -197,6 +197,13 @@ class TracingPoller:
         self._names: dict[int, str] = {}
         self.name = poller.name
 
+    def fresh(self) -> TracingPoller:
+        """A new, empty poller of the same kind, traced the same way (the fd
+        registry rebuilds the backend this way to drop a closed fd)."""
+        inner = self._poller
+        fresh = getattr(inner, "fresh", None)
+        return TracingPoller(fresh() if fresh is not None else type(inner)(), self._loop)
+
     def describe(self, fd: int) -> str:
         """The name of ``fd``: what watches it now, or what watched it last."""
         loop = self._loop

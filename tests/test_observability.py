@@ -378,3 +378,20 @@ def test_debug_from_the_environment(monkeypatch: pytest.MonkeyPatch, backend: st
         assert r.remove_writer(12345) is False
     finally:
         r.close()
+
+
+def test_trace_mode_survives_a_rebuilt_backend() -> None:
+    """The fd registry rebuilds the backend to drop a closed fd it keeps reporting
+    (epoll's closed-fd quirk); in trace mode the rebuilt one is traced too."""
+    from reactor.trace import TracingPoller
+
+    reactor = Reactor(backend="poll", trace=True)
+    try:
+        reactor._fds._rebuild()
+        assert isinstance(reactor._fds.poller, TracingPoller)
+        ran: list[int] = []
+        reactor.call_from_thread(ran.append, 1)  # the waker, watched by the new poller
+        reactor.run_once(1.0)
+        assert ran == [1]
+    finally:
+        reactor.close()
