@@ -68,8 +68,8 @@ def add_common_options(
     parser.add_argument(
         "--trace",
         action="store_true",
-        help="print one line per poll, connection event and timer, to watch the loop turn "
-        "(same as REACTOR_TRACE=1)",
+        help="print one line per state change of the loop and of each connection, to watch "
+        "the loop turn (same as REACTOR_TRACE=1)",
     )
     parser.add_argument(
         "--log-level",

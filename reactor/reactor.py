@@ -76,7 +76,8 @@ class Reactor(EventLoop):
     ``backend`` picks the readiness mechanism by name ("epoll", "kqueue",
     "poll", "select") or takes a ready-made poller; by default
     ``$REACTOR_BACKEND``, else the best one available. ``trace`` logs one
-    line per poll, connection event and timer (default: ``$REACTOR_TRACE``).
+    line per state change of the loop and of each connection (default:
+    ``$REACTOR_TRACE``).
     ``debug`` warns about slow callbacks, wrong-thread calls and connections
     left open (default: ``$REACTOR_DEBUG``); ``slow_callback_duration`` is
     what counts as slow there, in seconds. ``close_timeout``: after
@@ -110,7 +111,8 @@ class Reactor(EventLoop):
         self.backend: str = poller.name
         """The name of the readiness backend in use."""
         self.trace: bool = _env_flag("REACTOR_TRACE") if trace is None else trace
-        """Whether trace mode is on: one log line per poll, connection event and timer."""
+        """Whether trace mode is on: one log line per state change (polls, timers,
+        each connection's reads, writes, water marks, closes and TLS steps)."""
         self.debug: bool = _env_flag("REACTOR_DEBUG") if debug is None else debug
         """Whether debug mode is on: warnings about slow callbacks and misuse."""
         self.slow_callback_duration = slow_callback_duration
