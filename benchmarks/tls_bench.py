@@ -3,6 +3,7 @@
     python benchmarks/tls_bench.py                              # everything, ~15 min
     python benchmarks/tls_bench.py --parts native --repeats 3 --duration 4
     python benchmarks/tls_bench.py --parts callgrind --profile 30
+    python benchmarks/tls_bench.py --parts callgrind-handshake   # instructions per connection
 
 Four figures, every server serving the same echo over TLS 1.3 with a
 certificate that trustme makes at run time (never a checked-in key):
@@ -10,6 +11,9 @@ certificate that trustme makes at run time (never a checked-in key):
 1. ``callgrind``: user-space instructions per 1 KiB request, from
    callgrind_bench.py's two runs of N and N + D requests (handshakes,
    start-up and warm-up cancel out), every server in the same run.
+   ``callgrind-handshake`` does the same with N and N + D new TLS
+   connections (100 at a time: handshake, one 1 KiB ping-pong, close):
+   instructions per connection.
 2. ``tls-pingpong-1k``: requests/s and server CPU per request, 100
    connections, 1 KiB ping-pong, from a plain run (echo_bench.py's
    ``run_once``: CPU sampled over the client's measured window).
@@ -76,7 +80,7 @@ CLIENT_SOURCE = HERE / "tls_loadgen.c"
 SERVER_NAMES = ("reactor", "asyncio", "uvloop", "twisted")
 #: The callgrind figure's scenario (echo_bench's: 100 connections, 1 KiB).
 CALLGRIND_SCENARIO = "pingpong-1k"
-PARTS = ("callgrind", "native")
+PARTS = ("callgrind", "callgrind-handshake", "native")
 #: The client's warm-up, echo_bench.warm_server's amounts over TLS.
 WARM_WRITE = 64 * 1024
 
@@ -162,11 +166,11 @@ def build_client(source: Path = CLIENT_SOURCE) -> Path:
     return target
 
 
-def client_wrapper(client: Path, cafile: str, directory: Path) -> Path:
-    """An executable that runs the client with the CA and the warm-up: it takes
-    loadgen's flags, so callgrind_bench's runs drive it in loadgen's place."""
-    script = directory / "tls_loadgen.sh"
-    command = shlex.join([str(client), "--cafile", cafile, *warm_args()])
+def client_wrapper(client: Path, cafile: str, directory: Path, extra: tuple[str, ...] = ()) -> Path:
+    """An executable that runs the client with the CA and the warm-up (and ``extra``):
+    it takes loadgen's flags, so callgrind_bench's runs drive it in loadgen's place."""
+    script = directory / ("tls_loadgen" + "".join(extra).replace("-", "_") + ".sh")
+    command = shlex.join([str(client), "--cafile", cafile, *warm_args(), *extra])
     script.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
     script.chmod(0o755)
     return script
@@ -189,9 +193,10 @@ def server_kinds(certs: dict[str, str]) -> dict[str, ServerKind]:
 
 
 def run_callgrind(
-    servers: list[ServerKind], opts: argparse.Namespace, wrapper: Path, workdir: Path
+    servers: list[ServerKind], opts: argparse.Namespace, wrapper: Path, workdir: Path, what: str
 ) -> dict[str, Any]:
-    """Figure 1: callgrind_bench's N and N + D runs of every server, with the TLS client."""
+    """Figure 1: callgrind_bench's N and N + D runs of every server, with the TLS client
+    (``what``: "request", or "connection" when the wrapper makes a connection each)."""
     runs = []
     for repeat in range(1, opts.cg_repeats + 1):
         for kind in servers:
@@ -200,19 +205,17 @@ def run_callgrind(
             )
             runs.append(record)
             if record["ok"]:
-                line = f"{record['ir_per_request']:,.0f} instructions/request"
+                line = f"{record['ir_per_request']:,.0f} instructions/{what}"
             else:
                 line = f"FAILED: {record.get('error')}"
-            print(f"callgrind {CALLGRIND_SCENARIO} repeat {repeat} {kind.name}: {line}", flush=True)
+            print(f"callgrind {what} repeat {repeat} {kind.name}: {line}", flush=True)
             for fn, ir in record.get("profile", []):
                 print(f"    {ir:10,.1f}  {fn}", flush=True)
     summary = callgrind_bench.summarize(runs)
-    title = "100 TLS connections, 1 KiB ping-pong, instructions per request"
+    title = f"100 TLS connections, 1 KiB ping-pong, instructions per {what}"
     entries = summary.get(CALLGRIND_SCENARIO, {})
-    print(
-        callgrind_bench.report("tls-" + CALLGRIND_SCENARIO, title, entries, opts.order), flush=True
-    )
-    return {"N": opts.requests, "D": opts.delta, "summary": summary, "runs": runs}
+    print(callgrind_bench.report(f"tls {what}", title, entries, opts.order), flush=True)
+    return {"unit": what, "N": opts.requests, "D": opts.delta, "summary": summary, "runs": runs}
 
 
 def run_native(
@@ -323,6 +326,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", "-N", type=int, default=20000, help="callgrind N")
     parser.add_argument("--delta", "-D", type=int, default=20000, help="callgrind D")
     parser.add_argument("--cg-repeats", type=int, default=1, help="callgrind pairs per server")
+    parser.add_argument("--hs-requests", type=int, default=1000, help="callgrind-handshake N")
+    parser.add_argument("--hs-delta", type=int, default=1000, help="callgrind-handshake D")
     parser.add_argument("--profile", type=int, default=0, metavar="TOP", help="callgrind profile")
     parser.add_argument("--keep", metavar="DIR", help="keep the callgrind output files here")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the servers")
@@ -341,8 +346,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ]
     if bad:
         parser.error(f"unknown {bad}; parts: {list(PARTS)}, servers: {list(SERVER_NAMES)}")
-    if args.repeats < 1 or args.cg_repeats < 1 or args.requests < 1 or args.delta < 1:
-        parser.error("need --repeats, --cg-repeats, --requests, --delta >= 1")
+    counts = (args.repeats, args.cg_repeats, args.requests, args.delta, args.hs_requests)
+    if min(*counts, args.hs_delta) < 1:
+        parser.error("need --repeats, --cg-repeats, --requests, --delta, --hs-* >= 1")
     if not 0 < args.duration <= 600 or not 0 <= args.warmup <= 60:
         parser.error("need 0 < --duration <= 600 and 0 <= --warmup <= 60")
     if not 1 <= args.idle_conns <= 20000 or not 1 <= args.handshake_conns <= 1000:
@@ -366,7 +372,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if "callgrind" in args.parts and shutil.which("valgrind") is None:
+    if any(p.startswith("callgrind") for p in args.parts) and shutil.which("valgrind") is None:
         raise SystemExit("the callgrind part needs valgrind (apt-get install -y valgrind)")
     client = build_client()
     document: dict[str, Any] = {}
@@ -401,7 +407,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         if "callgrind" in args.parts:
             wrapper = client_wrapper(client, certs["ca.pem"], workdir)
-            document["callgrind"] = run_callgrind(servers, args, wrapper, workdir)
+            document["callgrind"] = run_callgrind(servers, args, wrapper, workdir, "request")
+        if "callgrind-handshake" in args.parts:
+            wrapper = client_wrapper(client, certs["ca.pem"], workdir, ("--handshakes",))
+            counts = argparse.Namespace(**vars(args))
+            counts.requests, counts.delta = args.hs_requests, args.hs_delta
+            document["callgrind_handshake"] = run_callgrind(
+                servers, counts, wrapper, workdir, "connection"
+            )
         if "native" in args.parts:
             command = [str(client), "--cafile", certs["ca.pem"], *warm_args()]
             document["native"] = run_native(servers, args, command, workdir)
@@ -409,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(document, indent=1) + "\n")
     print(f"\nresults: {out_path}")
-    parts = [document.get(p, {}) for p in ("callgrind", "native")]
+    parts = [document.get(p, {}) for p in ("callgrind", "callgrind_handshake", "native")]
     return 0 if all(r.get("ok") for part in parts for r in part.get("runs", [])) else 1
 
 

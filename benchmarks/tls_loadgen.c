@@ -15,7 +15,8 @@
  *                   --duration after --warmup, or exactly --requests N.
  *   --handshakes    --conns slots, each in a loop: connect, full TLS handshake
  *                   (no session resumption), one --size ping-pong, close_notify
- *                   both ways, close.  A "request" is one such connection.
+ *                   both ways, close.  A "request" is one such connection;
+ *                   --requests N makes exactly N of them.
  *   --idle          open --conns connections, one ping each, print a "ready"
  *                   event, hold them idle for --duration seconds, close.
  *   --warm-conns K  before any of that: K connections one after another, each
@@ -423,7 +424,8 @@ static void try_read(struct conn *c) {
             return;
         }
         if (c->state == S_CLOSING) { /* the server's close_notify or FIN: done */
-            int refill = opt_mode == MODE_HANDSHAKES && issuing;
+            int refill = opt_mode == MODE_HANDSHAKES && issuing &&
+                         !(opt_requests && st_issued >= (uint64_t)opt_requests);
             conn_free(c);
             if (refill) start_connect(c);
             return;
@@ -553,7 +555,7 @@ static void parse(int argc, char **argv) {
     if (!(opt_warmup >= 0 && opt_warmup <= 600)) fail("--warmup must be 0..600");
     if (!(opt_connect_timeout > 0 && opt_connect_timeout <= 600)) fail("--connect-timeout must be 0..600");
     if (opt_connect_conc < 1) fail("--connect-concurrency must be >= 1");
-    if (opt_requests < 0 || (opt_requests && opt_mode != MODE_ECHO)) fail("--requests: echo mode only, >= 1");
+    if (opt_requests < 0 || (opt_requests && opt_mode == MODE_IDLE)) fail("--requests: not with --idle; >= 1");
     if (opt_warm_conns < 0 || opt_warm_conns > 100 || opt_warm_pings < 0 || opt_warm_pings > 100000 ||
         opt_warm_bulk < 0 || opt_warm_bulk > (1L << 30))
         fail("--warm-conns 0..100, --warm-pings 0..100000, --warm-bulk 0..1 GiB");
@@ -620,7 +622,7 @@ int main(int argc, char **argv) {
     issuing = traffic = 1;
     uint64_t t_start = now_ns();
     if (opt_mode == MODE_HANDSHAKES) {
-        for (int i = 0; i < opt_conns; i++) start_connect(&conns[i]);
+        for (int i = 0; i < opt_conns && !(opt_requests && i >= opt_requests); i++) start_connect(&conns[i]);
     } else {
         for (int i = 0; i < opt_conns; i++)
             if (conns[i].state == S_OPEN) send_message(&conns[i]);

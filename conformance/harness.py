@@ -244,6 +244,14 @@ def compare(stock: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
             for t in only_stock
         ],
         "passed_only_on_reactor": only_ours,
+        # Neither loop passed these (and neither skipped them): the suite's own
+        # trouble on this machine or Python, listed so it can be checked.
+        "failed_on_both": {
+            t: {"asyncio": r["outcome"], "reactor": our_out.get(t, {}).get("outcome")}
+            for t, r in sorted(stock_out.items())
+            if r["outcome"] not in (*PASSED, "skip")
+            and our_out.get(t, {}).get("outcome") not in (*PASSED, "skip")
+        },
     }
 
 

@@ -33,7 +33,7 @@ Some facts about TLS over memory BIOs, in one place:
   wait at all, which is what HTTPS clients do.
 
 Memory stays bounded on both sides. Received ciphertext goes through one
-receive buffer and one plaintext buffer per thread, not per connection
+receive buffer and one plaintext buffer per reactor, not per connection
 (``SSLObject.read(n, buffer)`` decrypts into it), and the user's data is
 copied out before anything else can run. Writes are encrypted 64 KiB at a
 time and only while the plain transport is below its high-water mark, so the
@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -81,13 +81,17 @@ _CHUNK = 64 * 1024
 HandshakeCallback = Callable[[BaseException | None], object]
 
 
-class _Buffers(threading.local):
-    """The receive and plaintext buffers, one pair per thread (one per running loop).
+class _Buffers:
+    """The receive and plaintext buffers, one pair per reactor.
 
-    Sharing them is safe because a buffer is emptied before the callback
-    that filled it returns: ciphertext goes into the connection's incoming
-    BIO at once, plaintext is copied into bytes before the protocol sees it.
+    Sharing them is safe because a reactor runs in one thread at a time and
+    a buffer is emptied before the callback that filled it returns:
+    ciphertext goes into the connection's incoming BIO at once, plaintext is
+    copied into bytes before the protocol sees it. A connection looks its
+    pair up once, when it is made.
     """
+
+    __slots__ = ("__weakref__", "cipher", "plain", "plain_view")
 
     def __init__(self) -> None:
         self.cipher = memoryview(bytearray(_CHUNK))
@@ -95,7 +99,17 @@ class _Buffers(threading.local):
         self.plain_view = memoryview(self.plain)  # to copy out without a second copy
 
 
-_buffers = _Buffers()
+_by_reactor: weakref.WeakKeyDictionary[object, _Buffers] = weakref.WeakKeyDictionary()
+
+
+def _buffers_for(reactor: object) -> _Buffers:
+    try:
+        return _by_reactor[reactor]
+    except KeyError:
+        buffers = _by_reactor[reactor] = _Buffers()
+        return buffers
+    except TypeError:  # a reactor that cannot be weakly referenced: a pair of its own
+        return _Buffers()
 
 
 # ---------------------------------------------------------------- arguments
@@ -149,19 +163,20 @@ class _CipherSide:
     hooks on it and the plain transport none of the user's methods.
     """
 
-    __slots__ = ("_tls",)
+    __slots__ = ("_cipher", "_tls")
 
     def __init__(self, tls: TLSTransport) -> None:
         self._tls = tls
+        self._cipher = tls._bufs.cipher
 
     def connection_made(self, transport: Any) -> None:
         self._tls._attach(transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _buffers.cipher
+        return self._cipher
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._tls._received(_buffers.cipher[:nbytes])
+        self._tls._received(self._cipher[:nbytes])
 
     def eof_received(self) -> bool:
         return self._tls._peer_fin()
@@ -188,6 +203,7 @@ class TLSTransport:
     __slots__ = (
         "__weakref__",
         "_app_paused",
+        "_bufs",
         "_closing",
         "_context",
         "_decrypt_handle",
@@ -261,6 +277,7 @@ class TLSTransport:
         self._app_paused = False  # the protocol was told pause_writing
         self._reading = True
         self._dropped = 0
+        self._bufs = _buffers_for(reactor)
         self.cipher_side = _CipherSide(self)
         self._use_protocol(protocol)
 
@@ -395,7 +412,7 @@ class TLSTransport:
     # read), -1 that the protocol raised.
 
     def _read_bytes(self) -> int:
-        buffers = _buffers
+        buffers = self._bufs
         n: int = self._ssl.read(_CHUNK, buffers.plain)  # type: ignore[assignment]
         if n:
             try:
@@ -426,7 +443,7 @@ class TLSTransport:
     def _discard(self) -> None:
         """Read and drop records after close(): the protocol asked for no more data."""
         try:
-            while self._ssl.read(_CHUNK, _buffers.plain):
+            while self._ssl.read(_CHUNK, self._bufs.plain):
                 pass
             self._close_notify_received()  # read() returns 0 only after close_notify
         except ssl.SSLWantReadError:

@@ -197,6 +197,13 @@ class TracingPoller:
         self._names: dict[int, str] = {}
         self.name = poller.name
 
+    @property
+    def fileno(self) -> Callable[[], int]:
+        """The backend's own fd (epoll, kqueue), for hosting the reactor in
+        another loop; AttributeError where the backend has none, as there."""
+        fileno: Callable[[], int] = self._poller.fileno  # type: ignore[attr-defined]
+        return fileno
+
     def fresh(self) -> TracingPoller:
         """A new, empty poller of the same kind, traced the same way (the fd
         registry rebuilds the backend this way to drop a closed fd)."""

@@ -29,7 +29,10 @@ def as_bytes(data: object, what: str) -> bytes:
         return data
     if isinstance(data, (bytearray, memoryview)):
         return bytes(data)
-    raise TypeError(f"{what}() takes bytes, bytearray or memoryview, not {type(data).__name__}")
+    raise TypeError(
+        f"{what}() takes a bytes-like object (bytes, bytearray or memoryview), "
+        f"not {type(data).__name__}"
+    )
 
 
 def is_buffered_protocol(protocol: object) -> bool:

@@ -43,17 +43,8 @@ import pytest
 pytestmark = pytest.mark.timeout(120)
 
 REPO = Path(__file__).resolve().parent.parent
-# Pages other engineers are writing at the time of this test (TLS, the asyncio
-# bridge, worker processes, scaling): their blocks do not yet follow the rule
-# above. Remove a page from this set once its programs run and its fragments
-# are titled "excerpt ...".
-_IN_PROGRESS = {"aio.md"}
 PAGES = [
-    *sorted(
-        p
-        for p in (REPO / "docs").rglob("*.md")
-        if str(p.relative_to(REPO / "docs")) not in _IN_PROGRESS
-    ),
+    *sorted(p for p in (REPO / "docs").rglob("*.md")),
     REPO / "README.md",
 ]
 
@@ -226,9 +217,7 @@ def test_programs_run_as_pasted(block: Block, tmp_path: Path) -> None:
 def _make_certificates(directory: Path) -> None:
     """What the TLS page tells the reader to run first: ``python -m trustme``
     (server.pem, server.key and the CA's client.pem, for localhost and 127.0.0.1)."""
-    subprocess.run(
-        [sys.executable, "-m", "trustme", "-q"], cwd=directory, check=True, timeout=60
-    )
+    subprocess.run([sys.executable, "-m", "trustme", "-q"], cwd=directory, check=True, timeout=60)
 
 
 def _server(block: Block, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from apps.echo import Echo
 from protocols import Protocol
-from reactor import Reactor
+from reactor import Reactor, available_backends
 from reactor.trace import describe_reason, enable_trace_output, format_address, trace_log
 from tests.conftest import make_reactor, run_until
 
@@ -395,3 +395,17 @@ def test_trace_mode_survives_a_rebuilt_backend() -> None:
         assert ran == [1]
     finally:
         reactor.close()
+
+
+@pytest.mark.skipif("epoll" not in available_backends(), reason="needs epoll")
+def test_a_traced_reactor_can_be_hosted() -> None:
+    """fileno() sees through the tracing wrapper: the backend's fd, or the same refusal."""
+    epoll = Reactor(backend="epoll", trace=True)
+    poll = Reactor(backend="poll", trace=True)
+    try:
+        assert epoll.fileno() >= 0
+        with pytest.raises(NotImplementedError, match="no fd of its own"):
+            poll.fileno()
+    finally:
+        epoll.close()
+        poll.close()
