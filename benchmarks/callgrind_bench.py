@@ -3,6 +3,14 @@
     python benchmarks/callgrind_bench.py                          # every scenario and server
     python benchmarks/callgrind_bench.py --scenarios pingpong-1k --servers reactor,asyncio
     python benchmarks/callgrind_bench.py --project /tmp/baseline  # another checkout's reactor
+    python benchmarks/callgrind_bench.py --compiled /tmp/built    # also the compiled build
+
+``--compiled DIR`` adds the server ``reactor-compiled``: the same echo app
+with DIR first on ``sys.path``, where DIR holds the compiled ``reactor``
+package (a copy of the checkout built in place with
+``REACTOR_COMPILE=1 python setup.py build_ext --inplace``, or the
+site-packages of a venv where ``REACTOR_COMPILE=1 pip install .`` put it),
+so the pure and the compiled build are counted in one run.
 
 Each server runs under ``valgrind --tool=callgrind``, which counts the
 user-space instructions the process executes (``Ir``: the interpreter, the C
@@ -69,6 +77,7 @@ BASELINE = "asyncio"
 #: Scenarios echo_bench.py also has, by the same names; all are request/response.
 CALLGRIND_SCENARIOS = ("pingpong-1k", "pingpong-64", "pipeline-16")
 SERVER_NAMES = ("reactor", "asyncio", "uvloop", "twisted", "bare")
+COMPILED_SERVER = "reactor-compiled"
 #: Modules a peer needs (skipped with a note when they do not import).
 NEEDS = {"uvloop": "uvloop", "twisted": "twisted", "tornado": "tornado"}
 
@@ -274,21 +283,32 @@ def report(scenario: str, title: str, entries: dict[str, Any], order: list[str])
 # --------------------------------------------------------------------------- one run
 
 
+ECHO_ARGS = ["--host", "127.0.0.1", "--port", "0", "--backend", "epoll"]
+
+
 def server_kinds(project: Path) -> dict[str, ServerKind]:
     """The servers: the reactor from ``project`` (``python -m apps.echo``), the peers
     and the bare loop from this script's own ``servers/`` (they do not import the project)."""
-    kinds = {
-        "reactor": ServerKind(
-            "reactor",
-            ["-m", "apps.echo", "--host", "127.0.0.1", "--port", "0", "--backend", "epoll"],
-        )
-    }
+    kinds = {"reactor": ServerKind("reactor", ["-m", "apps.echo", *ECHO_ARGS])}
     for name in SERVER_NAMES[1:]:
         script = SERVERS_DIR / f"{name}_echo.py"
         kinds[name] = ServerKind(
             name, [str(script), "--host", "127.0.0.1", "--port", "0"], NEEDS.get(name)
         )
     return kinds
+
+
+def compiled_kind(compiled: Path) -> ServerKind:
+    """The same echo app with ``compiled`` first on sys.path (``--compiled``).
+
+    With ``-m``, the working directory (the project) would come first: the
+    compiled package is put before it, then the app runs as ``-m`` would.
+    """
+    code = (
+        f"import runpy, sys; sys.path.insert(0, {str(compiled)!r}); "
+        "runpy.run_module('apps.echo', run_name='__main__', alter_sys=True)"
+    )
+    return ServerKind(COMPILED_SERVER, ["-c", code, *ECHO_ARGS])
 
 
 def valgrind_prefix(out_file: Path, extra: list[str]) -> list[str]:
@@ -447,6 +467,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "default: the one this script is in",
     )
     parser.add_argument(
+        "--compiled",
+        type=Path,
+        metavar="DIR",
+        help=f"also measure {COMPILED_SERVER}: the reactor package found in DIR (see above)",
+    )
+    parser.add_argument(
         "--scenarios", type=csv, default=list(CALLGRIND_SCENARIOS), help="comma list"
     )
     parser.add_argument(
@@ -510,9 +536,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [s for s in args.scenarios if s not in CALLGRIND_SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; choose from {list(CALLGRIND_SCENARIOS)}")
-    bad = [s for s in args.servers if s not in SERVER_NAMES]
+    if args.compiled is not None:
+        args.compiled = args.compiled.resolve()
+        if not (args.compiled / "reactor" / "__init__.py").is_file():
+            parser.error(f"--compiled {args.compiled} holds no reactor package")
+        if COMPILED_SERVER not in args.servers:
+            args.servers.insert(
+                args.servers.index("reactor") + 1 if "reactor" in args.servers else 0,
+                COMPILED_SERVER,
+            )
+    names = (*SERVER_NAMES, COMPILED_SERVER) if args.compiled is not None else SERVER_NAMES
+    bad = [s for s in args.servers if s not in names]
     if bad:
-        parser.error(f"unknown server(s) {bad}; choose from {list(SERVER_NAMES)}")
+        parser.error(f"unknown server(s) {bad}; choose from {list(names)}")
     if args.requests < 1 or args.delta < 1 or args.repeats < 1:
         parser.error("need --requests >= 1, --delta >= 1, --repeats >= 1")
     if args.profile < 0:
@@ -549,6 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     args.client_cpu_used = args.client_cpu if pinned else None
 
     kinds = server_kinds(args.project)
+    if args.compiled is not None:
+        kinds[COMPILED_SERVER] = compiled_kind(args.compiled)
     servers: list[ServerKind] = []
     for name in args.servers:
         kind = kinds[name]
@@ -572,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         "valgrind": valgrind_version,
         "valgrind_args": ["--tool=callgrind", "--collect-atstart=yes", *args.valgrind_arg],
         "project": str(args.project),
+        "compiled": None if args.compiled is None else str(args.compiled),
         "commit": project_commit(args.project),
         "versions": {d: package_version(args.python, d) for d in ("uvloop", "twisted")},
         "loadgen": str(loadgen),

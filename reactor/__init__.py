@@ -2,8 +2,11 @@
 
 Make a :class:`Reactor`, listen or connect with a protocol factory, and
 ``run()`` it. Nothing happens at import time and there is no global reactor.
+``COMPILED`` says whether this is the build compiled by mypyc
+(``REACTOR_COMPILE=1 pip install .``) or the pure-Python one: the same source.
 """
 
+from reactor._build import COMPILED
 from reactor.backends import available_backends
 from reactor.factory import build_protocol
 from reactor.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, resolve_limits
@@ -29,6 +32,7 @@ from reactor.unix import UnixConnector, UnixListener
 from reactor.workers import Supervisor, WorkerContext, WorkerEvent, serve_workers
 
 __all__ = [
+    "COMPILED",
     "DEFAULT_HIGH_WATER",
     "DEFAULT_LOW_WATER",
     "Address",

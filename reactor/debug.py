@@ -15,10 +15,12 @@ the ``reactor.debug`` logger, about:
   reported: a server's listener normally lives as long as its reactor).
 
 Like trace mode it costs nothing when off, and nothing below this module
-knows it exists: ``Reactor(debug=True)`` makes an instance of a subclass that
-puts :class:`DebugMixin` in front of the reactor's class; its overrides of
-the scheduling and fd-watching methods time and check, then call the real
-ones.
+knows it exists: ``Reactor(debug=True)`` makes an instance of
+``reactor.reactor.DebugReactor``, a subclass whose overrides of the
+scheduling and fd-watching methods call the checks here (time the callback,
+check the calling thread), then the real ones. The subclass is an ordinary
+class written out once, not made at run time, so the same source runs
+compiled (mypyc) too; the work is done here.
 """
 
 from __future__ import annotations
@@ -26,15 +28,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
-from reactor.fdwatch import HasFileno
 from reactor.loop import EventLoop
-from reactor.timers import Handle, TimerHandle
+from reactor.resources import Resource
 
-__all__ = ["DebugMixin", "debug_log", "debug_variant"]
+__all__ = [
+    "TimedCallback",
+    "check_thread",
+    "debug_log",
+    "timed",
+    "timed_partial",
+    "warn_never_closed",
+    "warn_slow_iteration",
+]
 
 debug_log = logging.getLogger("reactor.debug")
 
@@ -49,118 +58,79 @@ def _name(callback: Any) -> str:
     return f"{module}.{name}" if module else str(name)
 
 
-class DebugMixin(EventLoop):
-    """Times every callback and checks the calling thread, then defers to the loop."""
+class TimedCallback:
+    """A callback that logs a warning when one call takes longer than ``threshold``.
 
-    slow_callback_duration: float
+    ``func`` is the callback it runs (trace mode looks through it to name an
+    fd's owner, as through ``functools.partial``).
+    """
 
-    def _timed(self, callback: Callable[..., object]) -> Callable[..., object]:
-        name = _name(callback)
-        threshold = self.slow_callback_duration
+    __slots__ = ("func", "name", "threshold")
 
-        def run(*args: Any) -> object:
-            start = time.perf_counter()
-            try:
-                return callback(*args)
-            finally:
-                took = time.perf_counter() - start
-                if took > threshold:
-                    debug_log.warning(
-                        "slow callback: %s took %.3f s (over %.3f s): every other "
-                        "connection waited meanwhile; move blocking work to a thread",
-                        name,
-                        took,
-                        threshold,
-                    )
+    def __init__(self, func: Callable[..., object], threshold: float) -> None:
+        self.func = func
+        self.name = _name(func)
+        self.threshold = threshold
 
-        run.__qualname__ = name
-        return run
+    def __repr__(self) -> str:
+        return f"<timed {self.name}>"
 
-    def _check_thread(self, method: str) -> None:
-        owner = self.thread_id
-        if owner is not None and owner != threading.get_ident():
-            debug_log.warning(
-                "Reactor.%s() called from thread %r while the reactor runs in another: "
-                "it is not thread-safe; use reactor.call_from_thread() instead",
-                method,
-                threading.current_thread().name,
-            )
+    def __call__(self, *args: Any) -> object:
+        start = time.perf_counter()
+        try:
+            return self.func(*args)
+        finally:
+            took = time.perf_counter() - start
+            if took > self.threshold:
+                debug_log.warning(
+                    "slow callback: %s took %.3f s (over %.3f s): every other "
+                    "connection waited meanwhile; move blocking work to a thread",
+                    self.name,
+                    took,
+                    self.threshold,
+                )
 
-    def call_soon(self, callback: Callable[..., object], *args: Any) -> Handle:
-        self._check_thread("call_soon")
-        return super().call_soon(self._timed(callback), *args)
 
-    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
-        self._check_thread("call_later")
-        return super().call_later(delay, self._timed(callback), *args)
+def timed(callback: Callable[..., object], threshold: float) -> TimedCallback:
+    """``callback`` wrapped to warn when a call runs longer than ``threshold`` seconds."""
+    return TimedCallback(callback, threshold)
 
-    def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
-        self._check_thread("call_at")
-        return super().call_at(when, self._timed(callback), *args)
 
-    def call_from_thread(self, callback: Callable[..., object], *args: Any) -> Handle:
-        return super().call_from_thread(self._timed(callback), *args)
+def timed_partial(
+    callback: Callable[..., object], args: tuple[Any, ...], threshold: float
+) -> TimedCallback:
+    """``callback(*args)`` as one timed callable (for add_reader/add_writer)."""
+    return TimedCallback(partial(callback, *args) if args else callback, threshold)
 
-    def add_reader(self, fd: int | HasFileno, callback: Callable[..., object], *args: Any) -> None:
-        self._check_thread("add_reader")
-        super().add_reader(fd, self._timed(partial(callback, *args) if args else callback))
 
-    def add_writer(self, fd: int | HasFileno, callback: Callable[..., object], *args: Any) -> None:
-        self._check_thread("add_writer")
-        super().add_writer(fd, self._timed(partial(callback, *args) if args else callback))
-
-    def remove_reader(self, fd: int | HasFileno) -> bool:
-        self._check_thread("remove_reader")
-        return super().remove_reader(fd)
-
-    def remove_writer(self, fd: int | HasFileno) -> bool:
-        self._check_thread("remove_writer")
-        return super().remove_writer(fd)
-
-    def watch_read(self, fd: int, callback: Callable[[], object]) -> None:
-        self._check_thread("watch_read")
-        super().watch_read(fd, self._timed(callback))
-
-    def watch_write(self, fd: int, callback: Callable[[], object]) -> None:
-        self._check_thread("watch_write")
-        super().watch_write(fd, self._timed(callback))
-
-    def unwatch_read(self, fd: int) -> bool:
-        self._check_thread("unwatch_read")
-        return super().unwatch_read(fd)
-
-    def unwatch_write(self, fd: int) -> bool:
-        self._check_thread("unwatch_write")
-        return super().unwatch_write(fd)
-
-    def _slow_iteration(self, took: float) -> None:
+def check_thread(loop: EventLoop, method: str) -> None:
+    """Warn if ``loop`` runs in another thread: ``method`` is not thread-safe."""
+    owner = loop.thread_id
+    if owner is not None and owner != threading.get_ident():
         debug_log.warning(
-            "slow loop iteration: %.3f s (over %.3f s): I/O waited that long",
-            took,
-            self.slow_callback_duration,
+            "Reactor.%s() called from thread %r while the reactor runs in another: "
+            "it is not thread-safe; use reactor.call_from_thread() instead",
+            method,
+            threading.current_thread().name,
         )
 
-    def close(self) -> None:
-        table = getattr(self, "resources", None)
-        if table is not None and not self._closed and not self._running:
-            for resource in list(table.open):
-                if resource.kind in _REPORTED_KINDS and not resource.is_closing():
-                    debug_log.warning(
-                        "%r was never closed: the reactor closed it; close transports "
-                        "when you are done with them",
-                        resource,
-                    )
-        super().close()
+
+def warn_slow_iteration(took: float, threshold: float) -> None:
+    """The loop's slow-turn hook, in debug mode."""
+    debug_log.warning(
+        "slow loop iteration: %.3f s (over %.3f s): I/O waited that long",
+        took,
+        threshold,
+    )
 
 
-_variants: dict[type, type] = {}
-
-
-def debug_variant(cls: type[EventLoop]) -> type[EventLoop]:
-    """``cls`` with :class:`DebugMixin` in front (made once per class)."""
-    if issubclass(cls, DebugMixin):
-        return cls
-    variant = _variants.get(cls)
-    if variant is None:
-        variant = _variants[cls] = type(f"Debug{cls.__name__}", (DebugMixin, cls), {})
-    return variant
+def warn_never_closed(resources: Iterable[Resource]) -> None:
+    """At close(): warn about each connection or datagram endpoint left open."""
+    # Only those two kinds are reported, and both are transports (is_closing()).
+    for resource in resources:
+        if resource.kind in _REPORTED_KINDS and not cast(Any, resource).is_closing():
+            debug_log.warning(
+                "%r was never closed: the reactor closed it; close transports "
+                "when you are done with them",
+                resource,
+            )

@@ -8,12 +8,12 @@ defaults is asyncio's: 64 KiB high, and low a quarter of high.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Final, Protocol
 
 __all__ = ["DEFAULT_HIGH_WATER", "DEFAULT_LOW_WATER", "FlowControl"]
 
-DEFAULT_HIGH_WATER = 64 * 1024
-DEFAULT_LOW_WATER = 16 * 1024
+DEFAULT_HIGH_WATER: Final = 64 * 1024
+DEFAULT_LOW_WATER: Final = 16 * 1024
 
 
 class _Writer(Protocol):
@@ -47,7 +47,10 @@ class FlowControl:
     _low: int
     _protocol_paused: bool
     _conn_lost: bool
-    _protocol: _Writer
+    # The protocol (a stream or a datagram one, both _Writer): declared once,
+    # here, as Any, because a compiled (mypyc) class may not narrow an
+    # attribute's type in a subclass.
+    _protocol: Any
 
     def _protocol_error(self, exc: Exception, where: str) -> None:
         raise NotImplementedError

@@ -17,13 +17,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeAlias, TypeVar, runtime_checkable
 
-from reactor.resources import ResourceTable
-from reactor.timers import Clock, Handle, TimerHandle
+from reactor.resources import ResourceRegistry
+from reactor.timers import Clock
 
 _T = TypeVar("_T")
 
 __all__ = [
     "Address",
+    "Cancellable",
     "Clock",
     "DatagramProtocolInterface",
     "DatagramTransportInterface",
@@ -111,6 +112,18 @@ class ProtocolFactoryInterface(Protocol):
 FactoryArg: TypeAlias = ProtocolFactoryInterface | Callable[[], ProtocolInterface]
 
 
+class Cancellable(Protocol):
+    """What scheduling a call returns to a transport: something to cancel.
+
+    The Reactor returns a :class:`~reactor.Handle` or
+    :class:`~reactor.TimerHandle`; another port (``reactor.aio``'s, which
+    schedules on asyncio) returns its own. Typed structurally so that the
+    compiled build checks nothing more than this.
+    """
+
+    def cancel(self) -> None: ...
+
+
 class ReactorPort(Protocol):
     """Everything a transport, listener or connector may ask of its reactor.
 
@@ -121,7 +134,7 @@ class ReactorPort(Protocol):
     """
 
     @property
-    def resources(self) -> ResourceTable:
+    def resources(self) -> ResourceRegistry:
         """Where transports register so that closing the reactor releases them."""
         ...
 
@@ -135,15 +148,15 @@ class ReactorPort(Protocol):
         """The loop's clock (monotonic seconds), the one timers use."""
         ...
 
-    def call_soon(self, callback: Callable[..., object], *args: Any) -> Handle:
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> Cancellable:
         """Run ``callback(*args)`` on the next turn (connection_lost is delivered so)."""
         ...
 
-    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> Cancellable:
         """Run ``callback(*args)`` in ``delay`` seconds (accept back-off, lingering, deadlines)."""
         ...
 
-    def call_from_thread(self, callback: Callable[..., object], *args: Any) -> Handle:
+    def call_from_thread(self, callback: Callable[..., object], *args: Any) -> Cancellable:
         """Run ``callback(*args)`` on the loop, from any thread (a resolver's answer)."""
         ...
 

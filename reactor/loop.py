@@ -68,6 +68,8 @@ class EventLoop:
         self._events = 0
         self._callbacks = 0
         self._longest_iteration = 0.0
+        # A replacement exception sink (call_exception_handler), or None.
+        self._exception_handler: Callable[[dict[str, Any]], object] | None = None
         waker = None
         try:
             waker = Waker()
@@ -161,12 +163,24 @@ class EventLoop:
         self._check_open()
         return PeriodicCall(self, interval, callback, args, now=now)
 
-    def call_exception_handler(self, context: dict[str, Any]) -> None:
-        """The exception sink: log ``context['message']`` and the exception's traceback.
+    @property
+    def call_exception_handler(self) -> Callable[[dict[str, Any]], object]:
+        """The exception sink: by default, log ``context['message']`` and the traceback.
 
         Replace it per reactor (``reactor.call_exception_handler = fn``) to
-        send errors elsewhere; it must not raise.
+        send errors elsewhere; ``fn(context)`` must not raise. Assigning None
+        restores the default. (An attribute, not a method to override, so
+        that replacing it works the same in the compiled build.)
         """
+        handler = self._exception_handler
+        return self.default_exception_handler if handler is None else handler
+
+    @call_exception_handler.setter
+    def call_exception_handler(self, handler: Callable[[dict[str, Any]], object] | None) -> None:
+        self._exception_handler = handler
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        """Log ``context['message']``, the other keys, and the exception's traceback."""
         exc = context.get("exception")
         message = context.get("message", "unhandled exception in a callback")
         details = "".join(
@@ -180,7 +194,10 @@ class EventLoop:
     def report_error(self, context: dict[str, Any]) -> None:
         """Hand ``context`` to the exception sink; never raises (transports use this)."""
         try:
-            self.call_exception_handler(context)
+            # Through a local: mypyc would call the property's getter with
+            # the argument, not the callable it returns.
+            handler = self.call_exception_handler
+            handler(context)
         except Exception:  # the sink itself failed: last resort, never kill the loop
             # Name the original error too, or a broken handler would hide every error.
             log.exception(

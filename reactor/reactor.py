@@ -15,29 +15,32 @@ import socket
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from ssl import SSLContext
-from typing import Any, TypedDict, TypeVar, cast
+from typing import Any, SupportsIndex, TypedDict, TypeVar, cast
 
-from reactor import tcp, tls, udp, unix
+from reactor import debug, tcp, tls, udp, unix
+from reactor._build import COMPILED
 from reactor.backends import Poller, make_poller
-from reactor.debug import debug_variant
 from reactor.factory import check_factory
+from reactor.fdwatch import HasFileno
 from reactor.interfaces import DatagramProtocolInterface, FactoryArg
 from reactor.loop import EventLoop
 from reactor.resources import Connection, ResourceTable
 from reactor.signals import SignalHandlers
-from reactor.sockets import check_timeout
+from reactor.sockets import Port, Seconds, check_timeout
 from reactor.stream import StreamTransport
 from reactor.tcp import Connector, Listener, TransportMaker
+from reactor.timers import Handle, TimerHandle
 from reactor.trace import (
     TracingPoller,
     TracingTimerQueue,
     TracingTransportMaker,
     enable_trace_output,
+    trace_log,
 )
 from reactor.udp import DatagramTransport
 from reactor.unix import UnixConnector, UnixListener
 
-__all__ = ["Reactor", "ReactorStats"]
+__all__ = ["DebugReactor", "Reactor", "ReactorStats"]
 
 _T = TypeVar("_T")
 
@@ -92,8 +95,12 @@ class Reactor(EventLoop):
     getaddrinfo: Callable[..., list[tuple[Any, ...]]] = staticmethod(socket.getaddrinfo)
 
     def __new__(cls, *args: Any, debug: bool | None = None, **kwargs: Any) -> Reactor:
-        if _env_flag("REACTOR_DEBUG") if debug is None else debug:
-            return super().__new__(debug_variant(cls))  # type: ignore[return-value]
+        # Debug mode is the subclass below; choosing it here keeps the plain
+        # Reactor free of any debug check. (Written as a call back into this
+        # __new__ so that ``super().__new__(cls)`` is the only allocation:
+        # the form mypyc compiles for a subclass too.)
+        if cls is Reactor and (_env_flag("REACTOR_DEBUG") if debug is None else debug):
+            return Reactor.__new__(DebugReactor)
         return super().__new__(cls)
 
     def __init__(
@@ -103,7 +110,7 @@ class Reactor(EventLoop):
         trace: bool | None = None,
         debug: bool | None = None,
         slow_callback_duration: float = 0.1,
-        close_timeout: float = 30.0,
+        close_timeout: Seconds = 30.0,
     ) -> None:
         self.close_timeout = check_timeout(close_timeout, "close_timeout")
         """Seconds a closed connection may take to flush its buffer before it is aborted."""
@@ -131,6 +138,8 @@ class Reactor(EventLoop):
             self._connected = tracer.maker("connected to")
             self._datagram = tracer.datagram_maker()
             enable_trace_output()
+            build = "compiled (mypyc)" if COMPILED else "pure-Python"
+            trace_log.info("trace on: %s build, backend %s", build, poller.name)
         self._resources = ResourceTable()
         super().__init__(poller, timers)
         self._signals = SignalHandlers(self)
@@ -148,7 +157,7 @@ class Reactor(EventLoop):
 
     def listen_tcp(
         self,
-        port: int,
+        port: Port,
         factory: FactoryArg,
         host: str | None = "127.0.0.1",
         backlog: int = 1024,
@@ -207,7 +216,7 @@ class Reactor(EventLoop):
     def connect_tcp(
         self,
         host: str,
-        port: int,
+        port: Port,
         factory: FactoryArg,
         *,
         timeout: float | None = 30.0,
@@ -378,7 +387,7 @@ class Reactor(EventLoop):
 
     def listen_udp(
         self,
-        port: int,
+        port: Port,
         protocol: DatagramProtocolInterface,
         host: str | None = "127.0.0.1",
         *,
@@ -405,11 +414,11 @@ class Reactor(EventLoop):
     def connect_udp(
         self,
         host: str,
-        port: int,
+        port: Port,
         protocol: DatagramProtocolInterface,
         *,
         local_host: str | None = None,
-        local_port: int = 0,
+        local_port: Port = 0,
         broadcast: bool = False,
     ) -> DatagramTransport:
         """A UDP endpoint connected to ``host:port`` (an IP address).
@@ -471,7 +480,9 @@ class Reactor(EventLoop):
 
     # ------------------------------------------------------------------- signals
 
-    def add_signal_handler(self, sig: int, callback: Callable[..., object], *args: Any) -> None:
+    def add_signal_handler(
+        self, sig: SupportsIndex, callback: Callable[..., object], *args: Any
+    ) -> None:
         """Run ``callback(*args)`` as an ordinary callback when signal ``sig`` arrives.
 
         The C-level handler writes the signal number to a socket the loop
@@ -558,3 +569,73 @@ class Reactor(EventLoop):
             "bytes_out": bytes_out,
             "longest_iteration": self._longest_iteration,
         }
+
+
+class DebugReactor(Reactor):
+    """What ``Reactor(debug=True)`` makes: a Reactor that checks how it is used.
+
+    Each scheduling and fd-watching method times the callback it is given
+    (a warning when one call is slower than ``slow_callback_duration``) and
+    checks the calling thread, then defers to the Reactor's own; slow loop
+    turns and connections left open at close() are reported too. The checks
+    are in ``reactor/debug.py``; this class only puts them in the path, so
+    the plain Reactor has none. Make it with ``Reactor(debug=True)`` (or
+    ``REACTOR_DEBUG=1``).
+    """
+
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> Handle:
+        debug.check_thread(self, "call_soon")
+        return super().call_soon(debug.timed(callback, self.slow_callback_duration), *args)
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
+        debug.check_thread(self, "call_later")
+        timed = debug.timed(callback, self.slow_callback_duration)
+        return super().call_later(delay, timed, *args)
+
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
+        debug.check_thread(self, "call_at")
+        return super().call_at(when, debug.timed(callback, self.slow_callback_duration), *args)
+
+    def call_from_thread(self, callback: Callable[..., object], *args: Any) -> Handle:
+        timed = debug.timed(callback, self.slow_callback_duration)
+        return super().call_from_thread(timed, *args)
+
+    def add_reader(self, fd: int | HasFileno, callback: Callable[..., object], *args: Any) -> None:
+        debug.check_thread(self, "add_reader")
+        super().add_reader(fd, debug.timed_partial(callback, args, self.slow_callback_duration))
+
+    def add_writer(self, fd: int | HasFileno, callback: Callable[..., object], *args: Any) -> None:
+        debug.check_thread(self, "add_writer")
+        super().add_writer(fd, debug.timed_partial(callback, args, self.slow_callback_duration))
+
+    def remove_reader(self, fd: int | HasFileno) -> bool:
+        debug.check_thread(self, "remove_reader")
+        return super().remove_reader(fd)
+
+    def remove_writer(self, fd: int | HasFileno) -> bool:
+        debug.check_thread(self, "remove_writer")
+        return super().remove_writer(fd)
+
+    def watch_read(self, fd: int, callback: Callable[[], object]) -> None:
+        debug.check_thread(self, "watch_read")
+        super().watch_read(fd, debug.timed(callback, self.slow_callback_duration))
+
+    def watch_write(self, fd: int, callback: Callable[[], object]) -> None:
+        debug.check_thread(self, "watch_write")
+        super().watch_write(fd, debug.timed(callback, self.slow_callback_duration))
+
+    def unwatch_read(self, fd: int) -> bool:
+        debug.check_thread(self, "unwatch_read")
+        return super().unwatch_read(fd)
+
+    def unwatch_write(self, fd: int) -> bool:
+        debug.check_thread(self, "unwatch_write")
+        return super().unwatch_write(fd)
+
+    def _slow_iteration(self, took: float) -> None:
+        debug.warn_slow_iteration(took, self.slow_callback_duration)
+
+    def close(self) -> None:
+        if not self._closed and not self._running:
+            debug.warn_never_closed(list(self._resources.open))
+        super().close()

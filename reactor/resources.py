@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-__all__ = ["Connection", "Resource", "ResourceTable"]
+__all__ = ["Connection", "LingerSet", "Resource", "ResourceRegistry", "ResourceTable"]
 
 
 class Resource(Protocol):
@@ -34,13 +34,43 @@ class Connection(Resource, Protocol):
     bytes_sent: int
 
 
+class LingerSet(Protocol):
+    """The connections lingering after their close: a set, or a stand-in for one."""
+
+    def __len__(self) -> int: ...
+    def add(self, resource: Resource, /) -> None: ...
+    def discard(self, resource: Resource, /) -> None: ...
+
+
+class ResourceRegistry(Protocol):
+    """What a transport uses of its reactor's table (``ReactorPort.resources``).
+
+    A :class:`ResourceTable`, or a port's own view of one (``reactor.aio``
+    gives asyncio's connections a table whose lingering set is always full).
+    Typed structurally so that the compiled build accepts either, and calls
+    the view's own methods (``len()`` of a set-typed value would not).
+    """
+
+    bytes_in_closed: int
+    bytes_out_closed: int
+
+    @property
+    def lingering(self) -> LingerSet: ...
+
+    def add(self, resource: Resource) -> None: ...
+    def discard(self, resource: Resource) -> None: ...
+
+
 class ResourceTable:
     """Open resources, connections lingering after their close, and byte totals."""
 
     __slots__ = ("bytes_in_closed", "bytes_out_closed", "lingering", "open")
 
     def __init__(self) -> None:
-        self.open: set[Resource] = set()
+        # A dict used as an ordered set: close() releases what is open in the
+        # order it was opened, the same in every build and run (a set's
+        # order follows the objects' addresses).
+        self.open: dict[Resource, None] = {}
         #: Closed connections waiting for their peer's FIN (see stream.py).
         self.lingering: set[Resource] = set()
         #: Payload bytes of stream connections already gone.
@@ -48,10 +78,10 @@ class ResourceTable:
         self.bytes_out_closed = 0
 
     def add(self, resource: Resource) -> None:
-        self.open.add(resource)
+        self.open[resource] = None
 
     def discard(self, resource: Resource) -> None:
-        self.open.discard(resource)
+        self.open.pop(resource, None)
 
     def __len__(self) -> int:
         return len(self.open) + len(self.lingering)

@@ -58,7 +58,7 @@ class SignalHandlers:
         self._old_wakeup_fd = -1
         self._old_wakeup_id: tuple[int, int] | None = None  # which file that fd was
 
-    def add(self, sig: int, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+    def add(self, sig: object, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
         check_main_thread("add_signal_handler")
         if not isinstance(sig, int) or sig not in signal.valid_signals():
             raise ValueError(f"{sig!r} is not a valid signal number")

@@ -11,8 +11,11 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+from typing import SupportsFloat, SupportsIndex, TypeAlias
 
 __all__ = [
+    "Port",
+    "Seconds",
     "bind_error",
     "check_port",
     "check_timeout",
@@ -23,6 +26,18 @@ __all__ = [
     "set_nodelay",
     "set_reuse_port",
 ]
+
+
+#: What the public calls take as a port, and as a duration in seconds. Both are
+#: checked at the call (check_port, check_timeout), which refuse anything but an
+#: int in 0-65535 (not a bool) and a positive finite number. They are typed with
+#: protocols rather than ``int`` and ``float`` for the compiled build: mypyc turns
+#: an argument declared ``int``/``float`` into one before the check runs (True
+#: into 1, so ``listen_tcp(True, ...)`` would listen on port 1) and refuses a
+#: str with its own TypeError, where the check names the range. Statically they
+#: still refuse a str.
+Port: TypeAlias = SupportsIndex
+Seconds: TypeAlias = SupportsFloat
 
 
 def check_port(port: object, what: str) -> int:

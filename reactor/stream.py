@@ -29,11 +29,11 @@ from collections import deque
 from collections.abc import Callable
 from itertools import islice
 from ssl import SSLContext
-from typing import Any
+from typing import Any, Final
 
 from reactor.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER
 from reactor.interfaces import ProtocolInterface, ReactorPort
-from reactor.sockets import check_timeout, set_abortive_close
+from reactor.sockets import Seconds, check_timeout, set_abortive_close
 from reactor.tls import (
     DEFAULT_SSL_HANDSHAKE_TIMEOUT,
     DEFAULT_SSL_SHUTDOWN_TIMEOUT,
@@ -48,14 +48,14 @@ __all__ = ["LINGER_TIME", "MAX_LINGERING", "StreamTransport"]
 log = logging.getLogger("reactor")
 
 #: Chunks per sendmsg(); well under every platform's IOV_MAX (1024 on Linux).
-_IOV_MAX = 64
+_IOV_MAX: Final = 64
 #: Bytes asked of each recv(). CPython allocates the whole size for every
 #: recv() and shrinks the result after; above glibc's 128 KiB mmap threshold
 #: that allocation is an mmap+mremap+munmap per call, which cost 3x the recv
 #: itself for small messages (benchmarks/README.md). So reads start at 64 KiB
 #: and grow to _READ_MAX only while they come back full (a bulk transfer).
-_READ_SIZE = 64 * 1024
-_READ_MAX = 256 * 1024
+_READ_SIZE: Final = 64 * 1024
+_READ_MAX: Final = 256 * 1024
 
 #: How long a gracefully closed connection waits for the peer's FIN, and how
 #: many may wait at once per reactor (past that, sockets close at once).
@@ -70,8 +70,6 @@ _PEER_GONE_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN})
 
 class StreamTransport(BaseTransport):
     """A byte-stream transport with asyncio's method names."""
-
-    _protocol: ProtocolInterface
 
     __slots__ = (
         "_buffer",
@@ -184,7 +182,7 @@ class StreamTransport(BaseTransport):
     def _read_into_ready(self) -> None:
         """The read path of a buffered protocol: recv_into the buffer it lends."""
         try:
-            buf = self._protocol.get_buffer(-1)  # type: ignore[attr-defined]
+            buf = self._protocol.get_buffer(-1)
             if not len(buf):
                 raise RuntimeError("get_buffer() returned an empty buffer")
         except Exception as exc:
@@ -363,7 +361,7 @@ class StreamTransport(BaseTransport):
         else:
             self._start_close_timer()
 
-    def set_close_timeout(self, seconds: float) -> None:
+    def set_close_timeout(self, seconds: Seconds) -> None:
         """Seconds a close() may wait for the buffer to drain before aborting."""
         self._close_timeout = check_timeout(seconds, "set_close_timeout()")
         if self._close_timer is not None:  # a close is waiting: restart its clock

@@ -13,11 +13,18 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from reactor.factory import build_protocol, check_factory, factory_hook
 from reactor.interfaces import Address, FactoryArg, ProtocolInterface, ReactorPort
-from reactor.sockets import check_port, connect_error, ip_family, listening_socket, set_nodelay
+from reactor.sockets import (
+    Port,
+    check_port,
+    connect_error,
+    ip_family,
+    listening_socket,
+    set_nodelay,
+)
 from reactor.stream import StreamTransport
 
 __all__ = ["Connector", "Listener", "TransportMaker", "connect_tcp", "listen_socket", "listen_tcp"]
@@ -32,11 +39,11 @@ log = logging.getLogger("reactor")
 
 #: How many connections one readiness event may accept: enough to empty a
 #: burst, few enough that a flood cannot hold the loop for long.
-ACCEPTS_PER_EVENT = 64
+ACCEPTS_PER_EVENT: Final = 64
 #: How long accepting pauses after a failure, doubling (up to 1 s) while it
 #: keeps failing, back to this after a successful accept.
-_MIN_BACKOFF = 0.05
-_MAX_BACKOFF = 1.0
+_MIN_BACKOFF: Final = 0.05
+_MAX_BACKOFF: Final = 1.0
 
 # accept() failures that mean "this one connection died before we took it".
 _ACCEPT_SKIP = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
@@ -247,7 +254,7 @@ class Listener:
 
 def listen_tcp(
     reactor: ReactorPort,
-    port: int,
+    port: Port,
     factory: FactoryArg,
     host: str | None = "127.0.0.1",
     backlog: int = 1024,
@@ -255,9 +262,9 @@ def listen_tcp(
     make_transport: TransportMaker = StreamTransport,
 ) -> Listener:
     """Listen on ``host:port`` (port 0 picks a free one; host None: every interface)."""
-    check_port(port, "listen_tcp()")
+    number = check_port(port, "listen_tcp()")
     check_factory(factory, "listen_tcp")
-    sock = listening_socket(host, port, backlog, reuse_port)
+    sock = listening_socket(host, number, backlog, reuse_port)
     try:
         return Listener(reactor, sock, factory, make_transport)
     except BaseException:
@@ -504,7 +511,7 @@ class Connector:
 def connect_tcp(
     reactor: ReactorPort,
     host: str,
-    port: int,
+    port: Port,
     factory: FactoryArg,
     *,
     timeout: float | None = 30.0,
@@ -513,10 +520,10 @@ def connect_tcp(
     make_transport: TransportMaker = StreamTransport,
 ) -> Connector:
     """Start connecting; returns at once. See :class:`Connector`."""
-    check_port(port, "connect_tcp()")
+    number = check_port(port, "connect_tcp()")
     check_factory(factory, "connect_tcp")
     connector = Connector(
-        reactor, host, port, factory, timeout, on_connect, on_failure, make_transport
+        reactor, host, number, factory, timeout, on_connect, on_failure, make_transport
     )
     connector._start()
     return connector

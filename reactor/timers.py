@@ -13,13 +13,13 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 __all__ = ["Clock", "Handle", "PeriodicCall", "TimerHandle", "TimerQueue"]
 
-_INF = math.inf
+_INF: Final = math.inf
 #: Below this size the heap is never compacted: rebuilding is not worth it.
-_COMPACT_MIN = 64
+_COMPACT_MIN: Final = 64
 
 
 def _cancelled(*args: object) -> None:
@@ -228,7 +228,10 @@ class PeriodicCall:
             self._handle.cancel()
             self._handle = None
 
-    stop = cancel
+    def stop(self) -> None:
+        """The same as :meth:`cancel`. (A method, not ``stop = cancel``: mypyc
+        compiles no class-level alias of a method.)"""
+        self.cancel()
 
     def _fire(self) -> None:
         now = self._clock.time()

@@ -46,15 +46,16 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from reactor.factory import build_protocol, factory_hook
 from reactor.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, resolve_limits
 from reactor.interfaces import Address, FactoryArg, ProtocolInterface, ReactorPort
-from reactor.sockets import check_timeout
+from reactor.sockets import Seconds, check_timeout
 from reactor.transport import as_bytes, get_ident, is_buffered_protocol
 
 __all__ = [
@@ -75,7 +76,7 @@ DEFAULT_SSL_HANDSHAKE_TIMEOUT = 60.0
 DEFAULT_SSL_SHUTDOWN_TIMEOUT = 30.0
 
 #: Ciphertext received per recv_into, and plaintext decrypted per read.
-_CHUNK = 64 * 1024
+_CHUNK: Final = 64 * 1024
 
 #: Called when a handshake ends: None on success, else why it failed.
 HandshakeCallback = Callable[[BaseException | None], object]
@@ -91,7 +92,7 @@ class _Buffers:
     pair up once, when it is made.
     """
 
-    __slots__ = ("__weakref__", "cipher", "plain", "plain_view")
+    __slots__ = ("cipher", "plain", "plain_view")
 
     def __init__(self) -> None:
         self.cipher = memoryview(bytearray(_CHUNK))
@@ -99,6 +100,7 @@ class _Buffers:
         self.plain_view = memoryview(self.plain)  # to copy out without a second copy
 
 
+_per_thread = threading.local()
 _by_reactor: weakref.WeakKeyDictionary[object, _Buffers] = weakref.WeakKeyDictionary()
 
 
@@ -108,8 +110,13 @@ def _buffers_for(reactor: object) -> _Buffers:
     except KeyError:
         buffers = _by_reactor[reactor] = _Buffers()
         return buffers
-    except TypeError:  # a reactor that cannot be weakly referenced: a pair of its own
-        return _Buffers()
+    except TypeError:
+        # A reactor that cannot be weakly referenced (the compiled build's):
+        # the pair of the thread making the connection, its loop's thread.
+        mine: _Buffers | None = getattr(_per_thread, "buffers", None)
+        if mine is None:
+            mine = _per_thread.buffers = _Buffers()
+        return mine
 
 
 # ---------------------------------------------------------------- arguments
@@ -413,7 +420,10 @@ class TLSTransport:
 
     def _read_bytes(self) -> int:
         buffers = self._bufs
-        n: int = self._ssl.read(_CHUNK, buffers.plain)  # type: ignore[assignment]
+        # With a buffer, read() returns the count (typeshed says bytes): called
+        # through Any, or the compiled build would check for bytes.
+        read: Any = self._ssl.read
+        n: int = read(_CHUNK, buffers.plain)
         if n:
             try:
                 self._protocol.data_received(bytes(buffers.plain_view[:n]))
@@ -431,7 +441,8 @@ class TLSTransport:
         except Exception as exc:
             self._protocol_error(exc, "get_buffer")
             return -1
-        n: int = self._ssl.read(len(buf), buf)  # type: ignore[assignment]
+        read: Any = self._ssl.read  # returns the count (see _read_bytes)
+        n: int = read(len(buf), buf)
         if n:
             try:
                 protocol.buffer_updated(n)
@@ -443,7 +454,8 @@ class TLSTransport:
     def _discard(self) -> None:
         """Read and drop records after close(): the protocol asked for no more data."""
         try:
-            while self._ssl.read(_CHUNK, self._bufs.plain):
+            read: Any = self._ssl.read  # returns the count (see _read_bytes)
+            while read(_CHUNK, self._bufs.plain):
                 pass
             self._close_notify_received()  # read() returns 0 only after close_notify
         except ssl.SSLWantReadError:
@@ -861,7 +873,7 @@ class TLSTransport:
             transport_class=type(self),
         )
 
-    def set_close_timeout(self, seconds: float) -> None:
+    def set_close_timeout(self, seconds: Seconds) -> None:
         """The plain transport's flush deadline after close (see StreamTransport)."""
         self._plain.set_close_timeout(seconds)
 

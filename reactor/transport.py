@@ -59,8 +59,6 @@ class BaseTransport(FlowControl):
         "dropped_writes",
     )
 
-    _protocol: Any
-
     def __init__(
         self, reactor: ReactorPort, sock: socket.socket, protocol: Any, peername: Any
     ) -> None:

@@ -23,28 +23,27 @@ import logging
 import socket
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from reactor.factory import check_datagram_protocol
 from reactor.flow import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER
 from reactor.interfaces import Address, DatagramProtocolInterface, ReactorPort
-from reactor.sockets import check_port, ip_family, set_reuse_port
+from reactor.sockets import Port, check_port, ip_family, set_reuse_port
 from reactor.transport import BaseTransport, as_bytes
 
 __all__ = ["DatagramMaker", "DatagramTransport", "connect_udp", "listen_udp"]
 
 log = logging.getLogger("reactor")
 
-_READS_PER_EVENT = 32
+_READS_PER_EVENT: Final = 32
 #: Larger than any UDP payload (65,507 bytes over IPv4), so none is truncated.
-_MAX_DATAGRAM = 65536
+_MAX_DATAGRAM: Final = 65536
 
 
 class DatagramTransport(BaseTransport):
     """A UDP endpoint with asyncio's ``DatagramTransport`` method names."""
 
     kind = "datagram"
-    _protocol: DatagramProtocolInterface
 
     __slots__ = ("_buffer", "_datagram_received", "datagrams_received", "datagrams_sent")
 
@@ -305,7 +304,7 @@ def _udp_socket(family: int, broadcast: bool, reuse_port: bool) -> socket.socket
 
 def listen_udp(
     reactor: ReactorPort,
-    port: int,
+    port: Port,
     protocol: DatagramProtocolInterface,
     host: str | None = "127.0.0.1",
     *,
@@ -314,19 +313,21 @@ def listen_udp(
     make_transport: DatagramMaker = DatagramTransport,
 ) -> DatagramTransport:
     """Bind a UDP endpoint on ``host:port``; ``protocol`` gets every datagram."""
-    check_port(port, "listen_udp()")
+    number = check_port(port, "listen_udp()")
     check_datagram_protocol(protocol, "listen_udp")
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(host, number, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise OSError(errno.EINVAL, f"cannot bind UDP {host}:{port}: {exc}") from None
+        raise OSError(errno.EINVAL, f"cannot bind UDP {host}:{number}: {exc}") from None
     family, sockaddr = infos[0][0], infos[0][4]
     sock = _udp_socket(family, broadcast, reuse_port)
     try:
         sock.bind(sockaddr)
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, f"cannot bind UDP {host or '*'}:{port}: {exc.strerror}") from None
+        raise OSError(
+            exc.errno, f"cannot bind UDP {host or '*'}:{number}: {exc.strerror}"
+        ) from None
     transport = make_transport(reactor, sock, protocol, None)
     reactor.call_soon(transport._start)
     return transport
@@ -335,11 +336,11 @@ def listen_udp(
 def connect_udp(
     reactor: ReactorPort,
     host: str,
-    port: int,
+    port: Port,
     protocol: DatagramProtocolInterface,
     *,
     local_host: str | None = None,
-    local_port: int = 0,
+    local_port: Port = 0,
     broadcast: bool = False,
     make_transport: DatagramMaker = DatagramTransport,
 ) -> DatagramTransport:
@@ -348,8 +349,8 @@ def connect_udp(
     ``host`` must be an IP address (UDP endpoints are made at once, and a
     name lookup would block the loop); resolve names beforehand.
     """
-    check_port(port, "connect_udp()")
-    check_port(local_port, "connect_udp() local_port")
+    number = check_port(port, "connect_udp()")
+    local_number = check_port(local_port, "connect_udp() local_port")
     check_datagram_protocol(protocol, "connect_udp")
     family = ip_family(host)
     if family is None:
@@ -359,11 +360,11 @@ def connect_udp(
         )
     sock = _udp_socket(family, broadcast, False)
     try:
-        if local_host is not None or local_port:
+        if local_host is not None or local_number:
             sock.bind(
-                (local_host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), local_port)
+                (local_host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), local_number)
             )
-        sock.connect((host, port))
+        sock.connect((host, number))
         peer = sock.getpeername()
     except BaseException:  # OSError, or OverflowError for a port out of range
         sock.close()

@@ -18,10 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 from reactor.factory import check_factory
-from reactor.interfaces import FactoryArg, ReactorPort
+from reactor.interfaces import Cancellable, FactoryArg, ReactorPort
 from reactor.stream import StreamTransport
 from reactor.tcp import Connector, Listener, TransportMaker
-from reactor.timers import TimerHandle
 
 __all__ = ["UnixConnector", "UnixListener", "connect_unix", "listen_unix"]
 
@@ -141,7 +140,7 @@ _BACKLOG_RETRY_MAX = 0.1
 class UnixConnector(Connector):
     """A connection attempt to a Unix socket path."""
 
-    _retry: TimerHandle | None = None
+    _retry: Cancellable | None = None
     _retry_delay = _BACKLOG_RETRY_FIRST
 
     def _start(self) -> None:

@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 
-import reactor.backends.select as select_backend
 from reactor.backends import (
     ERROR,
     INVALID,
@@ -627,9 +626,16 @@ def test_eintr_does_not_escape(
     b.send(b"ping")
     stand_in: InterruptOnce
     if backend == "select":
-        # select.select is a module function: patch the backend's module.
-        stand_in = InterruptOnce(select, "select")
-        monkeypatch.setattr(select_backend, "select", stand_in)
+        # select.select is a module function: patch it in the select module,
+        # where the backend looks it up at each call in both builds (the
+        # compiled one keeps its own reference to the module, so replacing
+        # the backend's module global would not reach it).
+        stand_in = InterruptOnce(SimpleNamespace(select=select.select), "select")
+
+        def select_once(*args: Any) -> Any:
+            return stand_in.select(*args)  # looked up per call: it raises only once
+
+        monkeypatch.setattr(select, "select", select_once)
     else:
         attr, method = WAIT_CALL[backend]
         stand_in = InterruptOnce(getattr(poller, attr), method)

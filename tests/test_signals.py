@@ -18,6 +18,7 @@ import pytest
 
 from reactor import Reactor
 from tests.conftest import make_reactor, run_until
+from tests.stand_ins import OverridingPoller
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -101,7 +102,7 @@ def test_stop_from_a_plain_signal_handler_wakes_the_loop(reactor: Reactor) -> No
             blocking.set()
         return inner_poll(timeout)
 
-    reactor._fds.poller.poll = spy_poll  # type: ignore[method-assign]
+    reactor._fds.poller = OverridingPoller(reactor._fds.poller, poll=spy_poll)
 
     def handler(signum: int, frame: FrameType | None) -> None:
         reactor.stop()
@@ -330,17 +331,17 @@ def test_failure_to_install_rolls_back(reactor: Reactor, monkeypatch: pytest.Mon
 
 def test_failure_to_watch_the_signal_socket_rolls_back(reactor: Reactor) -> None:
     original = current_wakeup_fd()
-    inner_register = reactor._fds.poller.register
+    inner = reactor._fds.poller
 
     def refuse(fd: int, events: int) -> None:
         raise OSError(22, "cannot watch")
 
-    reactor._fds.poller.register = refuse  # type: ignore[method-assign]
+    reactor._fds.poller = OverridingPoller(inner, register=refuse)
     try:
         with pytest.raises(OSError, match="cannot watch"):
             reactor.add_signal_handler(SIGUSR1, print)
     finally:
-        reactor._fds.poller.register = inner_register  # type: ignore[method-assign]
+        reactor._fds.poller = inner
     assert reactor._signals.rsock is None
     assert current_wakeup_fd() == original
     assert signal.getsignal(SIGUSR1) is signal.SIG_DFL

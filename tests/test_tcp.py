@@ -31,6 +31,7 @@ from reactor.sockets import bind_error as _bind_error
 from reactor.stream import StreamTransport
 from reactor.tcp import ACCEPTS_PER_EVENT, Listener
 from tests.conftest import make_reactor, run_until
+from tests.stand_ins import OverridingPoller
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -618,7 +619,10 @@ def test_out_of_descriptors_without_a_spare_pauses_accepting(
     reactor: Reactor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     listener = reactor.listen_tcp(0, Echo)
-    monkeypatch.setattr(listener, "_spare_release", lambda: False)
+    # No spare descriptor to release (set, not monkeypatched: the old number,
+    # closed here, must not come back to be closed again).
+    os.close(listener._spare_fd)
+    listener._spare_fd = -1
     wrapper = flaky(monkeypatch, listener, errno.EMFILE)
     peer = RawPeer(listener.port)
     reactor.run_once(5.0)
@@ -1598,7 +1602,7 @@ def test_listener_that_cannot_be_registered_leaks_nothing(
         def do_start(self) -> None:
             started.append("start")
 
-    def refuse(fd: int, callback: Callable[[], None]) -> None:
+    def refuse(fd: int, events: int) -> None:
         raise ValueError(f"fd {fd} is past FD_SETSIZE")
 
     opened: list[socket.socket] = []
@@ -1610,7 +1614,10 @@ def test_listener_that_cannot_be_registered_leaks_nothing(
         return sock
 
     before = set(reactor.resources)
-    monkeypatch.setattr(reactor, "watch_read", refuse)
+    # The backend refuses the fd (select() past FD_SETSIZE does so in register()).
+    monkeypatch.setattr(
+        reactor._fds, "poller", OverridingPoller(reactor._fds.poller, register=refuse)
+    )
     monkeypatch.setattr(socket, "socket", recorded_socket)
     with pytest.raises(ValueError, match="FD_SETSIZE"):
         reactor.listen_tcp(0, StartingFactory())

@@ -12,7 +12,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -439,21 +439,25 @@ class BlockingResolver:
 def spy_on_thread_results(
     monkeypatch: pytest.MonkeyPatch, reactor: Reactor
 ) -> list[tuple[Any, BaseException | None]]:
-    """Record each worker-thread result as it completes."""
+    """Record each worker-thread result as it completes.
+
+    The reactor's executor is replaced (not its run_in_thread method: a
+    compiled reactor takes no per-instance method); close() shuts it down.
+    """
     delivered: list[tuple[Any, BaseException | None]] = []
-    real = reactor.run_in_thread
 
-    def run_in_thread(fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        future = real(fn, *args)
+    def recorded(done: Future[Any]) -> None:
+        exc = done.exception()
+        delivered.append((None if exc else done.result(), exc))
 
-        def recorded(done: Future[Any]) -> None:
-            exc = done.exception()
-            delivered.append((None if exc else done.result(), exc))
+    class RecordingExecutor(ThreadPoolExecutor):
+        def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+            future = super().submit(fn, *args, **kwargs)
+            future.add_done_callback(recorded)
+            return future
 
-        future.add_done_callback(recorded)
-        return future
-
-    monkeypatch.setattr(reactor, "run_in_thread", run_in_thread)
+    assert reactor._executor is None, "spy before the first run_in_thread()"
+    reactor._executor = RecordingExecutor(max_workers=4, thread_name_prefix="reactor-worker")
     return delivered
 
 

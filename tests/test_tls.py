@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import pytest
 
 from protocols import LineReceiver
-from reactor import Reactor, TLSTransport
+from reactor import Listener, Reactor, TLSTransport
 from tests.conftest import make_reactor, run_until
 from tests.tls_helpers import Certs, Recorder, Sink, make_certs, sha256
 
@@ -22,6 +22,21 @@ def certs() -> Certs:
     return make_certs()
 
 
+class Served:
+    """A listener and the server protocols it built, in order.
+
+    A wrapper, not a new attribute on the Listener: a compiled one has no
+    ``__dict__``. Everything else is the listener's.
+    """
+
+    def __init__(self, listener: Listener, servers: list[Recorder]) -> None:
+        self.listener = listener
+        self.servers = servers
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.listener, name)
+
+
 def serve(reactor: Reactor, certs: Certs, factory: Any = None, **kwargs: Any) -> Any:
     servers: list[Recorder] = []
 
@@ -31,9 +46,7 @@ def serve(reactor: Reactor, certs: Certs, factory: Any = None, **kwargs: Any) ->
         return protocol
 
     context = kwargs.pop("ssl_context", None) or certs.server_context()
-    listener = reactor.listen_tcp(0, build, ssl=context, **kwargs)
-    listener.servers = servers  # type: ignore[attr-defined]
-    return listener
+    return Served(reactor.listen_tcp(0, build, ssl=context, **kwargs), servers)
 
 
 def connect(reactor: Reactor, port: int, certs: Certs, protocol: Any, **kwargs: Any) -> list[Any]:

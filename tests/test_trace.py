@@ -522,7 +522,7 @@ def test_no_linger_when_too_many_linger(
 
 def test_a_write_that_is_not_bytes_is_refused_as_before(traced: Reactor, lines: Lines) -> None:
     server, client = _accept_one(traced)
-    with pytest.raises(TypeError, match="takes bytes"):
+    with pytest.raises(TypeError, match="takes a bytes-like object"):
         server.transport.write("text")  # type: ignore[arg-type]
     assert "write" not in lines
     client.close()

@@ -18,8 +18,9 @@ import pytest
 
 from apps.echo import Echo
 from protocols.base import ClientFactory, Factory, Protocol
-from reactor import Reactor, UnixConnector, UnixListener, unix
+from reactor import Reactor, UnixConnector, UnixListener
 from tests.conftest import run_until
+from tests.stand_ins import OverridingPoller
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -328,15 +329,25 @@ def test_listener_setup_failure_closes_the_socket(
     reactor: Reactor, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     made: list[socket.socket] = []
+    real_socket = socket.socket
 
-    class Failing(UnixListener):
-        def __init__(self, reactor: Reactor, sock: socket.socket, *args: Any) -> None:
-            made.append(sock)
-            raise RuntimeError("setup failed")
+    def recorded_socket(*args: Any, **kwargs: Any) -> socket.socket:
+        made.append(real_socket(*args, **kwargs))
+        return made[-1]
 
-    monkeypatch.setattr(unix, "UnixListener", Failing)
+    def fail(fd: int, events: int) -> None:
+        raise RuntimeError("setup failed")
+
+    # The listener's setup fails once its socket exists: the backend refuses
+    # it (a stand-in poller; the compiled build cannot have UnixListener
+    # itself replaced in the module, as it calls the class directly).
+    monkeypatch.setattr(socket, "socket", recorded_socket)
+    monkeypatch.setattr(
+        reactor._fds, "poller", OverridingPoller(reactor._fds.poller, register=fail)
+    )
     with pytest.raises(RuntimeError, match="setup failed"):
         reactor.listen_unix(path, Echo)
+    assert len(made) == 1
     assert made[0].fileno() == -1
 
 

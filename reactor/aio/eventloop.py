@@ -134,9 +134,9 @@ class EventLoop(asyncio.SelectorEventLoop):
         self._fire = self._ready.append
         # One exception sink: errors in native callbacks go to this loop's
         # handler (set_exception_handler), unless the reactor has its own.
-        self._routed_errors = "call_exception_handler" not in vars(reactor)
+        self._routed_errors = reactor._exception_handler is None
         if self._routed_errors:
-            reactor.call_exception_handler = self.call_exception_handler  # type: ignore[method-assign]
+            reactor.call_exception_handler = self.call_exception_handler
 
     @property
     def reactor(self) -> Reactor:
@@ -293,7 +293,7 @@ class EventLoop(asyncio.SelectorEventLoop):
         reactor = self._reactor
         if self._routed_errors:
             self._routed_errors = False
-            del reactor.call_exception_handler
+            reactor.call_exception_handler = None  # the default again
         if self._owns_reactor:
             reactor.close()
         elif not reactor.is_closed():

@@ -92,7 +92,7 @@ class _AsyncioResources:
         self.lingering = _NeverLinger()
 
     @property
-    def open(self) -> set[Any]:
+    def open(self) -> dict[Any, None]:
         return self._table.open
 
     def add(self, resource: Any) -> None:

@@ -8,27 +8,27 @@ backends can hand their kernel's answer to the reactor without translating it.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
 __all__ = ["ERROR", "HANGUP", "INVALID", "MAX_TIMEOUT", "READ", "WRITE", "Poller"]
 
-READ = 0x001  # EPOLLIN / POLLIN
-WRITE = 0x004  # EPOLLOUT / POLLOUT
-ERROR = 0x008  # EPOLLERR / POLLERR: reported even when not asked for
-HANGUP = 0x010  # EPOLLHUP / POLLHUP: reported even when not asked for
-INVALID = 0x020  # POLLNVAL: the fd is not open (it was closed while registered)
+READ: Final = 0x001  # EPOLLIN / POLLIN
+WRITE: Final = 0x004  # EPOLLOUT / POLLOUT
+ERROR: Final = 0x008  # EPOLLERR / POLLERR: reported even when not asked for
+HANGUP: Final = 0x010  # EPOLLHUP / POLLHUP: reported even when not asked for
+INVALID: Final = 0x020  # POLLNVAL: the fd is not open (it was closed while registered)
 
 #: Bits that mean "call the reader": a hang-up or error is seen by the reader
 #: as EOF or as an exception from recv(), after any unread data is drained.
-READ_BITS = READ | ERROR | HANGUP | INVALID
+READ_BITS: Final = READ | ERROR | HANGUP | INVALID
 #: Bits that mean "call the writer": send() will report the error.
-WRITE_BITS = WRITE | ERROR | HANGUP | INVALID
+WRITE_BITS: Final = WRITE | ERROR | HANGUP | INVALID
 
 #: The longest one wait may be, in seconds. Longer timeouts are cut to this:
 #: epoll and poll take a C int of milliseconds (24.8 days) and raise
 #: OverflowError beyond it, so a timer a month away would crash the loop.
 #: Waking early is allowed ("up to"); the reactor just waits again.
-MAX_TIMEOUT = 86400.0
+MAX_TIMEOUT: Final = 86400.0
 
 
 class Poller(Protocol):
