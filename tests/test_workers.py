@@ -448,20 +448,28 @@ def test_restart_delay_backs_off_and_is_capped() -> None:
 def test_connections_spread_fairly_over_the_workers(start: Callable[..., Master]) -> None:
     """1,000 short connections: each of 2 workers gets within 10% of a fair share.
 
-    The kernel picks a socket by a hash of each connection's addresses, so the
-    share is binomial: 500 +- 16 (one standard deviation); 10% is 3 of them.
+    The kernel picks a socket by a hash of each connection's addresses, so a
+    batch's share is binomial: 500 +- 16 (one standard deviation), and 10% is
+    about 3 of them. A fair kernel still misses now and then (one batch in a
+    few hundred was seen at 551/449 in CI, the client ports being
+    consecutive), so up to three independent batches are tried: a kernel that
+    balances passes with near certainty, one that does not fails all three.
     """
     master = start("--workers", "2")
     assert master.mode == "balanced"
     pids = master.ready(2)
-    served: Counter[int] = Counter()
-    for _ in range(1000):
-        sock, pid = connect(master.port)
-        sock.close()
-        served[pid] += 1
-    assert set(served) == set(pids), (served, pids)  # every worker, and only them
-    for count in served.values():
-        assert abs(count - 500) <= 50, served
+    batches: list[Counter[int]] = []
+    for _ in range(3):
+        served: Counter[int] = Counter()
+        for _ in range(1000):
+            sock, pid = connect(master.port)
+            sock.close()
+            served[pid] += 1
+        assert set(served) == set(pids), (served, pids)  # every worker, and only them
+        batches.append(served)
+        if all(abs(count - 500) <= 50 for count in served.values()):
+            return
+    pytest.fail(f"no batch of 1,000 connections was within 10% of a fair share: {batches}")
 
 
 @pytest.mark.timeout(90)
