@@ -1,22 +1,34 @@
 """TLS echo cost: this reactor against asyncio, uvloop and Twisted, each serving TLS.
 
-    python benchmarks/tls_bench.py                              # everything, ~15 min
+    python benchmarks/tls_bench.py                              # everything, ~25 min
     python benchmarks/tls_bench.py --parts native --repeats 3 --duration 4
     python benchmarks/tls_bench.py --parts callgrind --profile 30
+    python benchmarks/tls_bench.py --parts callgrind-stream     # instructions per 256 KiB
     python benchmarks/tls_bench.py --parts callgrind-handshake   # instructions per connection
+    python benchmarks/tls_bench.py --parts callgrind --servers reactor,reactor-plain
 
-Four figures, every server serving the same echo over TLS 1.3 with a
-certificate that trustme makes at run time (never a checked-in key):
+Five figures, every server serving the same echo over TLS 1.3 with a
+certificate that trustme makes at run time (never a checked-in key). The
+pseudo-server ``reactor-plain`` is the reactor's echo without TLS, driven by
+the same client with ``--plain``: it puts the reactor's plain-TCP figure in
+the same run as its TLS one (ping-pong and stream only), and every table that
+has both prints the TLS/plain ratio (the issue's target: at most 1.6x).
 
 1. ``callgrind``: user-space instructions per 1 KiB request, from
    callgrind_bench.py's two runs of N and N + D requests (handshakes,
    start-up and warm-up cancel out), every server in the same run.
-   ``callgrind-handshake`` does the same with N and N + D new TLS
-   connections (100 at a time: handshake, one 1 KiB ping-pong, close):
-   instructions per connection.
+   ``callgrind-stream`` does the same for one connection streaming 256 KiB
+   chunks (echo_bench's ``stream`` scenario over TLS): instructions per
+   chunk, and per MiB. ``callgrind-handshake`` does the same with N and
+   N + D new TLS connections (100 at a time: handshake, one 1 KiB
+   ping-pong, close): instructions per connection.
 2. ``tls-pingpong-1k``: requests/s and server CPU per request, 100
    connections, 1 KiB ping-pong, from a plain run (echo_bench.py's
    ``run_once``: CPU sampled over the client's measured window).
+   ``tls-stream``: MB/s and server CPU per MB, one connection streaming
+   256 KiB chunks with up to 4 MiB not yet echoed; the client decrypts and
+   compares every byte (over TLS the bytes cannot be dropped in the kernel,
+   as streamclient.py does in plain TCP).
 3. ``tls-handshake``: new TLS connections per second and server CPU per
    connection: 16 client slots, each in a loop of connect, full handshake
    (no resumption), one 64 B ping-pong, close_notify both ways, close.
@@ -68,6 +80,7 @@ from echo_bench import (
     importable,
     machine_info,
     package_version,
+    paired,
     raised_fd_limit,
     render_table,
     report,
@@ -76,11 +89,23 @@ from echo_bench import (
 )
 
 HERE = Path(__file__).resolve().parent
+#: The reactor's echo over plain TCP, for the TLS/plain ratio (same client, ``--plain``).
+PLAIN = "reactor-plain"
 CLIENT_SOURCE = HERE / "tls_loadgen.c"
-SERVER_NAMES = ("reactor", "asyncio", "uvloop", "twisted")
-#: The callgrind figure's scenario (echo_bench's: 100 connections, 1 KiB).
+SERVER_NAMES = ("reactor", PLAIN, "asyncio", "uvloop", "twisted", "aio_tls")
+#: The servers' names in the results (the reactor's carries its backend).
+TLS_REACTOR = "reactor-epoll"
+#: The callgrind parts' scenarios (echo_bench's: 100 connections of 1 KiB, and
+#: one connection streaming 256 KiB chunks).
 CALLGRIND_SCENARIO = "pingpong-1k"
-PARTS = ("callgrind", "callgrind-handshake", "native")
+STREAM_SCENARIO = "stream"
+PARTS = ("callgrind", "callgrind-stream", "callgrind-handshake", "native")
+#: The scenarios the plain-TCP reactor runs in (it has no handshake to count).
+PLAIN_SCENARIOS = frozenset({CALLGRIND_SCENARIO, STREAM_SCENARIO, "tls-pingpong-1k", "tls-stream"})
+#: The issue's targets: TLS CPU per request at most this many times plain TCP's...
+TARGET_VS_PLAIN = 1.6
+#: ...and at most asyncio's TLS figure.
+TARGET_VS_ASYNCIO = 1.0
 #: The client's warm-up, echo_bench.warm_server's amounts over TLS.
 WARM_WRITE = 64 * 1024
 
@@ -108,6 +133,13 @@ def native_scenarios(idle_conns: int, handshake_conns: int) -> list[Scenario]:
     pingpong = SCENARIOS["pingpong-1k"]
     return [
         Scenario("tls-pingpong-1k", "100 TLS connections, 1 KiB ping-pong", pingpong.conns, 1024),
+        Scenario(
+            "tls-stream",
+            "1 TLS connection streaming 256 KiB writes",
+            1,
+            SCENARIOS[STREAM_SCENARIO].size,
+            mode="stream",
+        ),
         Scenario(
             "tls-handshake",
             f"{handshake_conns} slots: connect, full TLS handshake, 64 B ping-pong, close",
@@ -166,11 +198,19 @@ def build_client(source: Path = CLIENT_SOURCE) -> Path:
     return target
 
 
-def client_wrapper(client: Path, cafile: str, directory: Path, extra: tuple[str, ...] = ()) -> Path:
+def client_args(client: Path, cafile: str, plain: bool) -> list[str]:
+    """The client's command for one server: TLS against ``cafile``, or ``--plain``."""
+    return [str(client), *(["--plain"] if plain else ["--cafile", cafile]), *warm_args()]
+
+
+def client_wrapper(
+    client: Path, cafile: str, directory: Path, extra: tuple[str, ...] = (), plain: bool = False
+) -> Path:
     """An executable that runs the client with the CA and the warm-up (and ``extra``):
     it takes loadgen's flags, so callgrind_bench's runs drive it in loadgen's place."""
-    script = directory / ("tls_loadgen" + "".join(extra).replace("-", "_") + ".sh")
-    command = shlex.join([str(client), "--cafile", cafile, *warm_args(), *extra])
+    name = "tls_loadgen" + "_plain" * plain + "".join(extra).replace("-", "_")
+    script = directory / (name + ".sh")
+    command = shlex.join([*client_args(client, cafile, plain), *extra])
     script.write_text(f'#!/bin/sh\nexec {command} "$@"\n')
     script.chmod(0o755)
     return script
@@ -181,9 +221,14 @@ def server_kinds(certs: dict[str, str]) -> dict[str, ServerKind]:
     tls = ["--tls-cert", certs["server.pem"], "--tls-key", certs["server.key"]]
     kinds = {}
     for name in SERVER_NAMES:
-        argv = [str(SERVERS_DIR / f"{name}_echo.py"), "--host", "127.0.0.1", "--port", "0", *tls]
+        script = SERVERS_DIR / ("reactor_echo.py" if name == PLAIN else f"{name}_echo.py")
+        argv = [str(script), "--host", "127.0.0.1", "--port", "0"]
+        if name == PLAIN:
+            kinds[name] = ServerKind(PLAIN, [*argv, "--backend", "epoll"])
+            continue
+        argv += tls
         if name == "reactor":
-            kinds[name] = ServerKind("reactor-epoll", [*argv, "--backend", "epoll"])
+            kinds[name] = ServerKind(TLS_REACTOR, [*argv, "--backend", "epoll"])
         else:
             kinds[name] = ServerKind(name, argv, callgrind_bench.NEEDS.get(name))
     return kinds
@@ -193,16 +238,23 @@ def server_kinds(certs: dict[str, str]) -> dict[str, ServerKind]:
 
 
 def run_callgrind(
-    servers: list[ServerKind], opts: argparse.Namespace, wrapper: Path, workdir: Path, what: str
+    servers: list[ServerKind],
+    opts: argparse.Namespace,
+    wrappers: dict[bool, Path],
+    workdir: Path,
+    what: str,
+    scenario: str = CALLGRIND_SCENARIO,
 ) -> dict[str, Any]:
     """Figure 1: callgrind_bench's N and N + D runs of every server, with the TLS client
-    (``what``: "request", or "connection" when the wrapper makes a connection each)."""
+    (``wrappers[plain]``; ``what``: "request", "256 KiB chunk", or "connection" when
+    the wrapper makes a connection each) in echo_bench's ``scenario``."""
     runs = []
     for repeat in range(1, opts.cg_repeats + 1):
         for kind in servers:
-            record = callgrind_bench.measure(
-                kind, CALLGRIND_SCENARIO, opts, wrapper, workdir, repeat
-            )
+            plain = kind.name == PLAIN
+            if plain and scenario not in PLAIN_SCENARIOS:
+                continue
+            record = callgrind_bench.measure(kind, scenario, opts, wrappers[plain], workdir, repeat)
             runs.append(record)
             if record["ok"]:
                 line = f"{record['ir_per_request']:,.0f} instructions/{what}"
@@ -212,23 +264,44 @@ def run_callgrind(
             for fn, ir in record.get("profile", []):
                 print(f"    {ir:10,.1f}  {fn}", flush=True)
     summary = callgrind_bench.summarize(runs)
-    title = f"100 TLS connections, 1 KiB ping-pong, instructions per {what}"
-    entries = summary.get(CALLGRIND_SCENARIO, {})
+    load = SCENARIOS[scenario].title.replace("connection", "TLS connection")
+    title = f"{load}, instructions per {what}"
+    entries = summary.get(scenario, {})
     print(callgrind_bench.report(f"tls {what}", title, entries, opts.order), flush=True)
-    return {"unit": what, "N": opts.requests, "D": opts.delta, "summary": summary, "runs": runs}
+    document = {"unit": what, "N": opts.requests, "D": opts.delta, "summary": summary, "runs": runs}
+    ir = {name: e["ir_per_request"]["median"] for name, e in entries.items() if e.get("ok")}
+    if TLS_REACTOR in ir and ir.get(PLAIN):
+        document["tls_vs_plain"] = ir[TLS_REACTOR] / ir[PLAIN]
+        print(
+            f"reactor TLS / plain TCP, same client: {document['tls_vs_plain']:.2f}x "
+            f"instructions per {what} ({ir[TLS_REACTOR]:,.0f} vs {ir[PLAIN]:,.0f})",
+            flush=True,
+        )
+    if scenario == STREAM_SCENARIO:
+        chunks_per_mib = (1 << 20) / SCENARIOS[scenario].size
+        document["ir_per_mib"] = {name: value * chunks_per_mib for name, value in ir.items()}
+        per_mib = ", ".join(f"{n} {v:,.0f}" for n, v in document["ir_per_mib"].items())
+        print(f"instructions per MiB: {per_mib}", flush=True)
+    return document
 
 
 def run_native(
-    servers: list[ServerKind], opts: argparse.Namespace, client: list[str], workdir: Path
+    servers: list[ServerKind],
+    opts: argparse.Namespace,
+    client: dict[bool, list[str]],
+    workdir: Path,
 ) -> dict[str, Any]:
     """Figures 2-4: echo_bench's run_once, round-robin over the servers, order rotating."""
     runs: list[dict[str, Any]] = []
     scenarios = native_scenarios(opts.idle_conns, opts.handshake_conns)
+    targets: dict[str, Any] = {}
     for scenario in scenarios:
-        cmd = [*client, "--handshakes"] if scenario.name == "tls-handshake" else client
+        extra = ["--handshakes"] if scenario.name == "tls-handshake" else []
+        these = [k for k in servers if k.name != PLAIN or scenario.name in PLAIN_SCENARIOS]
         for rnd in range(opts.repeats):
-            shift = rnd % len(servers)
-            for position, kind in enumerate(servers[shift:] + servers[:shift]):
+            shift = rnd % len(these)
+            for position, kind in enumerate(these[shift:] + these[:shift]):
+                cmd = [*client[kind.name == PLAIN], *extra]
                 record = run_once(scenario, kind, cmd, opts, workdir)
                 record.update(round=rnd + 1, position=position)
                 runs.append(record)
@@ -236,14 +309,39 @@ def run_native(
                 time.sleep(0.3)  # let the last run's sockets drain
         summary = summarize(runs)
         print(report(scenario, summary[scenario.name], opts.order), flush=True)
-    idle = idle_difference(runs, scenarios[2], scenarios[3])
+        if scenario.name in PLAIN_SCENARIOS:
+            targets[scenario.name] = target_lines(scenario, runs)
+    idle = idle_difference(runs, scenarios[-2], scenarios[-1])
     print(idle_table(idle, opts.order), flush=True)
     return {
         "scenarios": {s.name: {**vars(s), "unit": s.unit} for s in scenarios},
         "summary": summarize(runs),
         "idle_difference": idle,
+        "targets": targets,
         "runs": runs,
     }
+
+
+def target_lines(scenario: Scenario, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The reactor's TLS CPU per unit against its plain TCP and asyncio's TLS, round by
+    round (echo_bench.paired: the runs of one round are seconds apart); printed."""
+    mine = [r for r in runs if r["scenario"] == scenario.name]
+    out: dict[str, Any] = {}
+    for peer, limit, label in (
+        (PLAIN, TARGET_VS_PLAIN, "its plain TCP"),
+        (BASELINE, TARGET_VS_ASYNCIO, "asyncio's TLS"),
+    ):
+        pair = paired(mine, TLS_REACTOR, peer, "cpu_per_unit_us")
+        if not pair:
+            continue
+        out[peer] = {**pair, "target": limit, "met": pair["median"] <= limit}
+        print(
+            f"target ({scenario.name}): reactor TLS CPU/{scenario.unit} = "
+            f"{pair['median']:.2f}x {label}, round by round ({pair['rounds']} rounds; "
+            f"target <= {limit:g}x: {'met' if out[peer]['met'] else 'NOT met'})",
+            flush=True,
+        )
+    return out
 
 
 def brief(record: dict[str, Any]) -> str:
@@ -251,8 +349,10 @@ def brief(record: dict[str, Any]) -> str:
         return f"FAILED: {record.get('error')}"
     if "held" in record:
         return f"{record['held']} held, RSS +{record['rss_ready_kb'] - record['rss_before_kb']} KiB"
+    rate = f"{record['mbps']:,.1f} MB/s" if record["scenario"] == "tls-stream" else None
     return (
-        f"{record['rps']:,.0f}/s, server {fmt_num(record.get('cpu_per_unit_us'), 1)} us each "
+        f"{rate or format(record['rps'], ',.0f') + '/s'}, "
+        f"server {fmt_num(record.get('cpu_per_unit_us'), 1)} us each "
         f"({fmt_num(record.get('server_cpu_pct'))}% CPU), client {record['client_cpu_pct']:.0f}%, "
         f"errors {record['errors'] + record['mismatches']}"
     )
@@ -316,7 +416,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--parts", type=csv, default=list(PARTS), help="callgrind,native")
+    parser.add_argument("--parts", type=csv, default=list(PARTS), help=",".join(PARTS))
     parser.add_argument("--servers", type=csv, default=list(SERVER_NAMES), help="comma list")
     parser.add_argument("--repeats", type=int, default=3, help="native rounds (default 3)")
     parser.add_argument("--duration", type=float, default=4.0, help="measured s per native run")
@@ -326,6 +426,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", "-N", type=int, default=20000, help="callgrind N")
     parser.add_argument("--delta", "-D", type=int, default=20000, help="callgrind D")
     parser.add_argument("--cg-repeats", type=int, default=1, help="callgrind pairs per server")
+    parser.add_argument("--stream-requests", type=int, default=200, help="callgrind-stream N")
+    parser.add_argument("--stream-delta", type=int, default=200, help="callgrind-stream D")
     parser.add_argument("--hs-requests", type=int, default=1000, help="callgrind-handshake N")
     parser.add_argument("--hs-delta", type=int, default=1000, help="callgrind-handshake D")
     parser.add_argument("--profile", type=int, default=0, metavar="TOP", help="callgrind profile")
@@ -347,8 +449,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if bad:
         parser.error(f"unknown {bad}; parts: {list(PARTS)}, servers: {list(SERVER_NAMES)}")
     counts = (args.repeats, args.cg_repeats, args.requests, args.delta, args.hs_requests)
-    if min(*counts, args.hs_delta) < 1:
-        parser.error("need --repeats, --cg-repeats, --requests, --delta, --hs-* >= 1")
+    if min(*counts, args.hs_delta, args.stream_requests, args.stream_delta) < 1:
+        parser.error("need --repeats, --cg-repeats, --requests, --delta, --hs-*, --stream-* >= 1")
     if not 0 < args.duration <= 600 or not 0 <= args.warmup <= 60:
         parser.error("need 0 < --duration <= 600 and 0 <= --warmup <= 60")
     if not 1 <= args.idle_conns <= 20000 or not 1 <= args.handshake_conns <= 1000:
@@ -405,24 +507,35 @@ def main(argv: list[str] | None = None) -> int:
             f"servers: {', '.join(args.order)}; pinned: {args.pin_used}; warmed {warm_text()}",
             flush=True,
         )
+        ca = certs["ca.pem"]
         if "callgrind" in args.parts:
-            wrapper = client_wrapper(client, certs["ca.pem"], workdir)
-            document["callgrind"] = run_callgrind(servers, args, wrapper, workdir, "request")
+            wrappers = {p: client_wrapper(client, ca, workdir, plain=p) for p in (False, True)}
+            document["callgrind"] = run_callgrind(servers, args, wrappers, workdir, "request")
+        if "callgrind-stream" in args.parts:
+            extra = ("--mode", "stream")
+            wrappers = {p: client_wrapper(client, ca, workdir, extra, p) for p in (False, True)}
+            counts = argparse.Namespace(**vars(args))
+            counts.requests, counts.delta = args.stream_requests, args.stream_delta
+            document["callgrind_stream"] = run_callgrind(
+                servers, counts, wrappers, workdir, "256 KiB chunk", STREAM_SCENARIO
+            )
         if "callgrind-handshake" in args.parts:
-            wrapper = client_wrapper(client, certs["ca.pem"], workdir, ("--handshakes",))
+            wrapper = client_wrapper(client, ca, workdir, ("--handshakes",))
             counts = argparse.Namespace(**vars(args))
             counts.requests, counts.delta = args.hs_requests, args.hs_delta
+            handshakers = [k for k in servers if k.name != PLAIN]
             document["callgrind_handshake"] = run_callgrind(
-                servers, counts, wrapper, workdir, "connection"
+                handshakers, counts, {False: wrapper}, workdir, "connection"
             )
         if "native" in args.parts:
-            command = [str(client), "--cafile", certs["ca.pem"], *warm_args()]
-            document["native"] = run_native(servers, args, command, workdir)
+            commands = {p: client_args(client, ca, p) for p in (False, True)}
+            document["native"] = run_native(servers, args, commands, workdir)
     out_path = Path(args.json) if args.json else RESULTS_DIR / f"tls-{dt.date.today()}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(document, indent=1) + "\n")
     print(f"\nresults: {out_path}")
-    parts = [document.get(p, {}) for p in ("callgrind", "callgrind_handshake", "native")]
+    names = ("callgrind", "callgrind_stream", "callgrind_handshake", "native")
+    parts = [document.get(p, {}) for p in names]
     return 0 if all(r.get("ok") for part in parts for r in part.get("runs", [])) else 1
 
 

@@ -13,6 +13,13 @@
  *   echo (default)  --conns connections, each with one --size message in
  *                   flight (ping-pong), every echoed byte compared (--verify);
  *                   --duration after --warmup, or exactly --requests N.
+ *   --mode stream   --conns connections (the scenario: 1), each writing the
+ *                   stream in --size chunks (up to 256 KiB) while less than
+ *                   --window bytes (4 MiB) are sent and not yet echoed, and
+ *                   reading the echo back, every byte compared with what was
+ *                   sent at that offset (a pattern of prime period, so a byte
+ *                   dropped, added or moved shows).  A "request" is one --size
+ *                   chunk echoed; MB_per_sec counts the bytes echoed.
  *   --handshakes    --conns slots, each in a loop: connect, full TLS handshake
  *                   (no session resumption), one --size ping-pong, close_notify
  *                   both ways, close.  A "request" is one such connection;
@@ -23,6 +30,10 @@
  *                   --warm-pings 1 KiB round trips, then --warm-bulk bytes
  *                   echoed in 64 KiB writes, then close_notify both ways
  *                   (echo_bench.warm_server's warm-up, over TLS).
+ *
+ * --plain: the same client with no TLS at all (plain TCP: no --cafile, a
+ * close is a FIN each way), so that one run can put a server's plain and TLS
+ * figures side by side with one client.
  *
  * The server's certificate is verified against --cafile, for --server-name
  * (default: --host; an IP address is checked against the certificate's IP
@@ -54,12 +65,16 @@
 
 #define MAX_EVENTS 256
 #define PAT_MASK ((1u << 17) - 1)
-#define MAX_SIZE (1 << 16)
+#define MAX_SIZE (1 << 18)
+#define STREAM_PERIOD 65521 /* prime: a shifted byte lands where another is expected */
+#define STREAM_WINDOW (4 << 20)
 #define BULK_CHUNK (1 << 16)
 #define CLOSE_WAIT_S 5.0
 
 enum { S_FREE, S_CONNECTING, S_HANDSHAKE, S_OPEN, S_CLOSING };
-enum { MODE_ECHO, MODE_HANDSHAKES, MODE_IDLE };
+enum { MODE_ECHO, MODE_HANDSHAKES, MODE_IDLE, MODE_STREAM };
+/* what a read or a write could not do: the io_* functions' result when <= 0 */
+enum { IO_WANT_READ = 0, IO_WANT_WRITE = -1, IO_CLOSED = -2, IO_ERROR = -3 };
 
 struct conn {
     int fd;
@@ -72,6 +87,8 @@ struct conn {
     uint64_t t0;     /* when the message (handshake mode: the connection) started */
     uint32_t off;    /* pattern offset of the current message */
     uint64_t seq;    /* messages sent on this slot */
+    uint64_t s_sent; /* stream mode: bytes of the stream written */
+    uint64_t s_got;  /* stream mode: bytes of it echoed back */
 };
 
 /* ---- options ---- */
@@ -91,6 +108,8 @@ static int opt_connect_conc = 100;
 static int opt_warm_conns = 0;
 static int opt_warm_pings = 200;
 static long opt_warm_bulk = 1 << 20;
+static int opt_plain = 0;
+static long opt_window = STREAM_WINDOW;
 
 /* ---- state ---- */
 static struct sockaddr_storage addr;
@@ -101,6 +120,7 @@ static int epfd;
 static struct conn *conns;
 static unsigned char pat[PAT_MASK + 1 + MAX_SIZE];
 static unsigned char rbuf[1 << 16];
+static unsigned char spat[STREAM_PERIOD + MAX_SIZE]; /* the stream's pattern, period STREAM_PERIOD */
 static int measuring, issuing = 1, traffic;
 static int n_open, n_connecting;
 static uint64_t st_requests, st_bytes, st_issued, st_mismatch, st_excess;
@@ -143,9 +163,10 @@ static void fail(const char *reason) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: tls_loadgen --port P --cafile CA.pem [--host 127.0.0.1] [--server-name NAME]\n"
+            "usage: tls_loadgen --port P (--cafile CA.pem | --plain) [--host 127.0.0.1] [--server-name NAME]\n"
             "       [--conns N] [--size BYTES] [--duration S] [--warmup S] [--requests N] [--verify]\n"
-            "       [--handshakes | --idle] [--connect-timeout S] [--connect-concurrency N]\n"
+            "       [--handshakes | --idle | --mode echo|stream] [--window BYTES]\n"
+            "       [--connect-timeout S] [--connect-concurrency N]\n"
             "       [--warm-conns K] [--warm-pings P] [--warm-bulk BYTES]\n");
     exit(2);
 }
@@ -187,6 +208,7 @@ static void resolve(void) {
 
 /* ---- TLS ---- */
 static void make_context(void) {
+    if (opt_plain) return;
     ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx) fail("SSL_CTX_new failed");
     if (SSL_CTX_load_verify_locations(ctx, opt_cafile, NULL) != 1) fail("cannot load --cafile");
@@ -215,6 +237,10 @@ static SSL *new_ssl(int fd) {
 
 static void note_session(SSL *ssl) {
     if (tls_version[0]) return;
+    if (!ssl) {
+        snprintf(tls_version, sizeof tls_version, "none (plain TCP)");
+        return;
+    }
     snprintf(tls_version, sizeof tls_version, "%s", SSL_get_version(ssl));
     snprintf(tls_cipher, sizeof tls_cipher, "%s", SSL_get_cipher_name(ssl));
 }
@@ -227,11 +253,46 @@ static int tcp_socket(int nonblocking) {
     return fd;
 }
 
+/* ---- I/O, over TLS or (--plain) not: > 0 bytes done, else an IO_* code ---- */
+static int io_result(SSL *ssl, int r) {
+    switch (SSL_get_error(ssl, r)) {
+    case SSL_ERROR_WANT_READ: return IO_WANT_READ;
+    case SSL_ERROR_WANT_WRITE: return IO_WANT_WRITE;
+    case SSL_ERROR_ZERO_RETURN: return IO_CLOSED; /* the peer's close_notify */
+    default: return IO_ERROR;
+    }
+}
+
+static int plain_result(ssize_t r, int reading) {
+    if (r > 0) return (int)r;
+    if (r == 0) return IO_CLOSED; /* FIN (recv only) */
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return reading ? IO_WANT_READ : IO_WANT_WRITE;
+    return IO_ERROR;
+}
+
+static int io_read(SSL *ssl, int fd, unsigned char *buf, size_t n) {
+    if (!ssl) return plain_result(recv(fd, buf, n, 0), 1);
+    int r = SSL_read(ssl, buf, (int)n);
+    return r > 0 ? r : io_result(ssl, r);
+}
+
+static int io_write(SSL *ssl, int fd, const unsigned char *buf, size_t n) {
+    if (!ssl) return plain_result(send(fd, buf, n, MSG_NOSIGNAL), 0);
+    int r = SSL_write(ssl, buf, (int)n);
+    return r > 0 ? r : io_result(ssl, r);
+}
+
+/* Our close_notify (TLS), or our FIN (plain). */
+static void io_shutdown(SSL *ssl, int fd) {
+    if (ssl) SSL_shutdown(ssl);
+    else shutdown(fd, SHUT_WR);
+}
+
 /* ---- the warm-up: blocking sockets, one connection at a time ---- */
-static int warm_read(SSL *ssl, const unsigned char *expect, size_t n) {
+static int warm_read(SSL *ssl, int fd, const unsigned char *expect, size_t n) {
     size_t got = 0;
     while (got < n) {
-        int r = SSL_read(ssl, rbuf, (int)(n - got < sizeof rbuf ? n - got : sizeof rbuf));
+        int r = io_read(ssl, fd, rbuf, n - got < sizeof rbuf ? n - got : sizeof rbuf);
         if (r <= 0) return -1;
         if (memcmp(rbuf, expect + got, (size_t)r) != 0) return -2;
         got += (size_t)r;
@@ -239,10 +300,10 @@ static int warm_read(SSL *ssl, const unsigned char *expect, size_t n) {
     return 0;
 }
 
-static int warm_write(SSL *ssl, const unsigned char *data, size_t n) {
+static int warm_write(SSL *ssl, int fd, const unsigned char *data, size_t n) {
     size_t sent = 0;
     while (sent < n) {
-        int r = SSL_write(ssl, data + sent, (int)(n - sent));
+        int r = io_write(ssl, fd, data + sent, n - sent);
         if (r <= 0) return -1;
         sent += (size_t)r;
     }
@@ -259,25 +320,25 @@ static void warm_up(void) {
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
         if (connect(fd, (struct sockaddr *)&addr, addr_len) != 0) fail("warm-up: connect failed");
-        SSL *ssl = new_ssl(fd);
-        if (SSL_connect(ssl) != 1) fail("warm-up: TLS handshake failed (certificate or server?)");
+        SSL *ssl = opt_plain ? NULL : new_ssl(fd);
+        if (ssl && SSL_connect(ssl) != 1) fail("warm-up: TLS handshake failed (certificate or server?)");
         note_session(ssl);
         for (int k = 0; k < opt_warm_pings; k++) {
             const unsigned char *msg = pat + (((uint32_t)i * 4099u + (uint32_t)k * 131u) & PAT_MASK);
-            if (warm_write(ssl, msg, 1024) || warm_read(ssl, msg, 1024)) fail("warm-up: ping-pong failed or differed");
+            if (warm_write(ssl, fd, msg, 1024) || warm_read(ssl, fd, msg, 1024)) fail("warm-up: ping-pong failed or differed");
             echoed += 1024;
         }
         for (long done = 0; done < opt_warm_bulk;) {
             size_t n = (size_t)(opt_warm_bulk - done < BULK_CHUNK ? opt_warm_bulk - done : BULK_CHUNK);
             const unsigned char *msg = pat + (((uint32_t)done * 7u + (uint32_t)i) & PAT_MASK);
-            if (warm_write(ssl, msg, n) || warm_read(ssl, msg, n)) fail("warm-up: bulk echo failed or differed");
+            if (warm_write(ssl, fd, msg, n) || warm_read(ssl, fd, msg, n)) fail("warm-up: bulk echo failed or differed");
             done += (long)n;
             echoed += n;
         }
-        SSL_shutdown(ssl);                     /* our close_notify */
-        while (SSL_read(ssl, rbuf, sizeof rbuf) > 0) {
+        io_shutdown(ssl, fd);                  /* our close_notify (or FIN) */
+        while (io_read(ssl, fd, rbuf, sizeof rbuf) > 0) {
         }                                      /* up to the server's close_notify or FIN */
-        SSL_free(ssl);
+        if (ssl) SSL_free(ssl);
         close(fd);
     }
     event("{\"event\":\"warmed\",\"conns\":%d,\"bytes_echoed\":%llu,\"seconds\":%.3f}", opt_warm_conns, echoed,
@@ -342,9 +403,11 @@ static void send_message(struct conn *c) {
 static void begin_close(struct conn *c) {
     c->state = S_CLOSING;
     c->awaiting = 0;
-    SSL_shutdown(c->ssl);
+    io_shutdown(c->ssl, c->fd);
     set_events(c, EPOLLIN);
 }
+
+static void stream_write(struct conn *c);
 
 static void on_open(struct conn *c) {
     n_connecting--;
@@ -352,9 +415,10 @@ static void on_open(struct conn *c) {
     c->state = S_OPEN;
     note_session(c->ssl);
     set_events(c, EPOLLIN);
-    if (opt_mode == MODE_ECHO && !traffic) return; /* connected; the traffic starts later */
-    if (issuing) send_message(c);
-    else begin_close(c);
+    if ((opt_mode == MODE_ECHO || opt_mode == MODE_STREAM) && !traffic) return; /* the traffic starts later */
+    if (!issuing) begin_close(c);
+    else if (opt_mode == MODE_STREAM) stream_write(c);
+    else send_message(c);
 }
 
 static void do_handshake(struct conn *c) {
@@ -371,14 +435,32 @@ static void do_handshake(struct conn *c) {
 
 static void try_write(struct conn *c) {
     while (c->sent < (size_t)opt_size) {
-        int r = SSL_write(c->ssl, message(c) + c->sent, (int)((size_t)opt_size - c->sent));
+        int r = io_write(c->ssl, c->fd, message(c) + c->sent, (size_t)opt_size - c->sent);
         if (r > 0) {
             c->sent += (size_t)r;
             continue;
         }
-        int e = SSL_get_error(c->ssl, r);
-        if (e == SSL_ERROR_WANT_WRITE) set_events(c, EPOLLIN | EPOLLOUT);
-        else if (e != SSL_ERROR_WANT_READ) conn_fail(c, &err_io);
+        if (r == IO_WANT_WRITE) set_events(c, EPOLLIN | EPOLLOUT);
+        else if (r != IO_WANT_READ) conn_fail(c, &err_io);
+        return;
+    }
+    set_events(c, EPOLLIN);
+}
+
+/* Stream mode: write the stream while the echo lags less than --window behind.
+ * (A retried write passes the same bytes and length, as OpenSSL requires.) */
+static void stream_write(struct conn *c) {
+    uint64_t limit = opt_requests ? (uint64_t)opt_requests * (uint64_t)opt_size : UINT64_MAX;
+    while (issuing && c->s_sent < limit && c->s_sent - c->s_got < (uint64_t)opt_window) {
+        size_t in_chunk = (size_t)(c->s_sent % (uint64_t)opt_size);
+        int r = io_write(c->ssl, c->fd, spat + c->s_sent % STREAM_PERIOD, (size_t)opt_size - in_chunk);
+        if (r > 0) {
+            if (in_chunk == 0) st_issued++;
+            c->s_sent += (uint64_t)r;
+            continue;
+        }
+        if (r == IO_WANT_WRITE) set_events(c, EPOLLIN | EPOLLOUT);
+        else if (r != IO_WANT_READ) conn_fail(c, &err_io);
         return;
     }
     set_events(c, EPOLLIN);
@@ -398,9 +480,53 @@ static void complete(struct conn *c, uint64_t t) {
     }
 }
 
-static void try_read(struct conn *c) {
+/* A read that returned no data (r <= 0): wait, or the end of a closing connection. */
+static void read_stopped(struct conn *c, int r) {
+    if (r == IO_WANT_READ) return;
+    if (r == IO_WANT_WRITE) {
+        set_events(c, EPOLLIN | EPOLLOUT);
+        return;
+    }
+    if (c->state == S_CLOSING) { /* the server's close_notify or FIN: done */
+        int refill = opt_mode == MODE_HANDSHAKES && issuing && !(opt_requests && st_issued >= (uint64_t)opt_requests);
+        conn_free(c);
+        if (refill) start_connect(c);
+        return;
+    }
+    conn_fail(c, r == IO_CLOSED ? &err_closed : &err_io);
+}
+
+static void stream_read(struct conn *c) {
     for (;;) {
-        int r = SSL_read(c->ssl, rbuf, sizeof rbuf);
+        int r = io_read(c->ssl, c->fd, rbuf, sizeof rbuf);
+        if (r <= 0) {
+            read_stopped(c, r);
+            return;
+        }
+        size_t n = (size_t)r;
+        if (c->state == S_CLOSING) continue; /* late data after our close_notify */
+        if (c->s_got + n > c->s_sent) {
+            st_excess += n;
+            conn_fail(c, &err_io);
+            return;
+        }
+        if (opt_verify && memcmp(rbuf, spat + c->s_got % STREAM_PERIOD, n) != 0) st_mismatch++;
+        uint64_t chunks_before = c->s_got / (uint64_t)opt_size;
+        c->s_got += n;
+        if (measuring) {
+            st_bytes += n;
+            st_requests += c->s_got / (uint64_t)opt_size - chunks_before;
+        }
+    }
+}
+
+static void try_read(struct conn *c) {
+    if (opt_mode == MODE_STREAM) {
+        stream_read(c);
+        return;
+    }
+    for (;;) {
+        int r = io_read(c->ssl, c->fd, rbuf, sizeof rbuf);
         if (r > 0) {
             size_t n = (size_t)r;
             if (c->state == S_CLOSING) continue; /* late data after our close_notify */
@@ -417,20 +543,7 @@ static void try_read(struct conn *c) {
             }
             continue;
         }
-        int e = SSL_get_error(c->ssl, r);
-        if (e == SSL_ERROR_WANT_READ) return;
-        if (e == SSL_ERROR_WANT_WRITE) {
-            set_events(c, EPOLLIN | EPOLLOUT);
-            return;
-        }
-        if (c->state == S_CLOSING) { /* the server's close_notify or FIN: done */
-            int refill = opt_mode == MODE_HANDSHAKES && issuing &&
-                         !(opt_requests && st_issued >= (uint64_t)opt_requests);
-            conn_free(c);
-            if (refill) start_connect(c);
-            return;
-        }
-        conn_fail(c, e == SSL_ERROR_ZERO_RETURN ? &err_closed : &err_io);
+        read_stopped(c, r);
         return;
     }
 }
@@ -448,6 +561,10 @@ static void dispatch(int nev, struct epoll_event *evs) {
                 continue;
             }
             c->state = S_HANDSHAKE;
+            if (opt_plain) {
+                on_open(c);
+                continue;
+            }
             c->ssl = new_ssl(c->fd);
             do_handshake(c);
             continue;
@@ -457,6 +574,12 @@ static void dispatch(int nev, struct epoll_event *evs) {
             continue;
         }
         if (c->state == S_FREE) continue;
+        if (opt_mode == MODE_STREAM) {
+            if (c->state == S_OPEN && (ev & EPOLLOUT)) stream_write(c);
+            if (c->state != S_FREE && (ev & (EPOLLIN | EPOLLERR | EPOLLHUP))) try_read(c);
+            if (c->state == S_OPEN) stream_write(c); /* the echo made room in the window */
+            continue;
+        }
         if ((ev & EPOLLOUT) && c->state == S_OPEN && c->awaiting && c->sent < (size_t)opt_size) try_write(c);
         if (c->state != S_FREE && (ev & (EPOLLIN | EPOLLERR | EPOLLHUP))) try_read(c);
         if (c->state == S_OPEN && c->awaiting && c->sent < (size_t)opt_size) try_write(c);
@@ -515,7 +638,8 @@ static void close_all(void) {
 
 static void parse(int argc, char **argv) {
     enum { O_HOST = 1, O_PORT, O_CONNS, O_SIZE, O_DURATION, O_WARMUP, O_REQUESTS, O_VERIFY, O_HANDSHAKES,
-           O_IDLE, O_CAFILE, O_NAME, O_CTIMEOUT, O_CCONC, O_WCONNS, O_WPINGS, O_WBULK, O_PIPELINE };
+           O_IDLE, O_CAFILE, O_NAME, O_CTIMEOUT, O_CCONC, O_WCONNS, O_WPINGS, O_WBULK, O_PIPELINE, O_MODE,
+           O_PLAIN, O_WINDOW };
     static struct option longs[] = {
         {"host", 1, 0, O_HOST}, {"port", 1, 0, O_PORT}, {"conns", 1, 0, O_CONNS}, {"size", 1, 0, O_SIZE},
         {"duration", 1, 0, O_DURATION}, {"warmup", 1, 0, O_WARMUP}, {"requests", 1, 0, O_REQUESTS},
@@ -523,7 +647,7 @@ static void parse(int argc, char **argv) {
         {"cafile", 1, 0, O_CAFILE}, {"server-name", 1, 0, O_NAME}, {"connect-timeout", 1, 0, O_CTIMEOUT},
         {"connect-concurrency", 1, 0, O_CCONC}, {"warm-conns", 1, 0, O_WCONNS},
         {"warm-pings", 1, 0, O_WPINGS}, {"warm-bulk", 1, 0, O_WBULK}, {"pipeline", 1, 0, O_PIPELINE},
-        {0, 0, 0, 0}};
+        {"mode", 1, 0, O_MODE}, {"plain", 0, 0, O_PLAIN}, {"window", 1, 0, O_WINDOW}, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (o) {
@@ -545,12 +669,20 @@ static void parse(int argc, char **argv) {
         case O_WPINGS: opt_warm_pings = atoi(optarg); break;
         case O_WBULK: opt_warm_bulk = atol(optarg); break;
         case O_PIPELINE: if (atoi(optarg) != 1) fail("--pipeline: only 1 (ping-pong) is supported"); break;
+        case O_MODE:
+            if (strcmp(optarg, "stream") == 0) opt_mode = MODE_STREAM;
+            else if (strcmp(optarg, "echo") == 0) opt_mode = MODE_ECHO;
+            else fail("--mode: echo or stream");
+            break;
+        case O_PLAIN: opt_plain = 1; break;
+        case O_WINDOW: opt_window = atol(optarg); break;
         default: usage();
         }
     }
-    if (opt_port <= 0 || opt_port > 65535 || !opt_cafile) usage();
+    if (opt_port <= 0 || opt_port > 65535 || (!opt_cafile && !opt_plain)) usage();
     if (opt_conns < 1 || opt_conns > 100000) fail("--conns must be 1..100000");
-    if (opt_size < 1 || opt_size > MAX_SIZE) fail("--size must be 1..65536");
+    if (opt_size < 1 || opt_size > MAX_SIZE) fail("--size must be 1..262144");
+    if (opt_window < 1 || opt_window > (1L << 30)) fail("--window must be 1..1 GiB");
     if (!(opt_duration >= 0 && opt_duration <= 3600)) fail("--duration must be 0..3600");
     if (!(opt_warmup >= 0 && opt_warmup <= 600)) fail("--warmup must be 0..600");
     if (!(opt_connect_timeout > 0 && opt_connect_timeout <= 600)) fail("--connect-timeout must be 0..600");
@@ -572,6 +704,7 @@ int main(int argc, char **argv) {
         setrlimit(RLIMIT_NOFILE, &rl);
     }
     for (size_t i = 0; i < sizeof pat; i++) pat[i] = (unsigned char)((i * 7 + (i >> 8) * 13) & 0xFF);
+    for (size_t i = 0; i < sizeof spat; i++) spat[i] = (unsigned char)(((i % STREAM_PERIOD) * 7 + 3) & 0xFF);
     resolve();
     make_context();
     lat = malloc(LAT_CAP * sizeof *lat);
@@ -625,7 +758,10 @@ int main(int argc, char **argv) {
         for (int i = 0; i < opt_conns && !(opt_requests && i >= opt_requests); i++) start_connect(&conns[i]);
     } else {
         for (int i = 0; i < opt_conns; i++)
-            if (conns[i].state == S_OPEN) send_message(&conns[i]);
+            if (conns[i].state == S_OPEN) {
+                if (opt_mode == MODE_STREAM) stream_write(&conns[i]);
+                else send_message(&conns[i]);
+            }
     }
     uint64_t t_measure = t_start + (uint64_t)(opt_warmup * 1e9);
     uint64_t t_end = t_measure + (uint64_t)(opt_duration * 1e9);
@@ -654,7 +790,7 @@ int main(int argc, char **argv) {
            "\"excess_bytes\":%llu,\"verify\":%s,\"client_cpu_pct\":%.1f,\"tls_version\":\"%s\",\"cipher\":\"%s\"}\n",
            complete_ok ? "true" : "false",
            complete_ok ? "" : "\"reason\":\"not all --requests completed before the --duration limit\",",
-           opt_mode == MODE_HANDSHAKES ? "handshakes" : "echo", opt_conns, open_at_end, opt_size, opt_warmup,
+           opt_mode == MODE_HANDSHAKES ? "handshakes" : opt_mode == MODE_STREAM ? "stream" : "echo", opt_conns, open_at_end, opt_size, opt_warmup,
            elapsed, connect_s, (unsigned long long)st_requests, elapsed > 0 ? st_requests / elapsed : 0,
            (unsigned long long)st_bytes, elapsed > 0 ? st_bytes / elapsed / 1e6 : 0, pct_us(50), pct_us(99),
            (unsigned long long)errors, (unsigned long long)err_connect, (unsigned long long)err_handshake,

@@ -32,6 +32,7 @@ __all__ = [
     "ProtocolFactoryInterface",
     "ProtocolInterface",
     "ReactorPort",
+    "TLSObservable",
     "TransportInterface",
 ]
 
@@ -57,6 +58,40 @@ class TransportInterface(Protocol):
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None: ...
     def get_write_buffer_limits(self) -> tuple[int, int]: ...
     def get_write_buffer_size(self) -> int: ...
+
+
+class TLSObservable(TransportInterface, Protocol):
+    """What a TLS transport (``reactor.tls.TLSTransport``) shows an observer.
+
+    Trace mode logs a connection's TLS steps (the handshake's start and end,
+    close_notify each way) from these read-only properties, looked at after
+    each event of the connection underneath; the TLS layer only keeps its
+    state, so they cost nothing while nobody reads them. The cipher suite and
+    the version come from ``get_extra_info("ssl_object")`` as for any user.
+    """
+
+    @property
+    def tls_state(self) -> str:
+        """``"handshake"``, ``"open"``, ``"closing"`` (close() called: what is
+        buffered is encrypted first), ``"shutdown"`` (close_notify sent, maybe
+        waiting for the peer's) or ``"done"``."""
+        ...
+
+    @property
+    def server_side(self) -> bool:
+        """Whether this end is the TLS server."""
+        ...
+
+    @property
+    def peer_closed(self) -> bool:
+        """Whether the peer closed first: its close_notify was read before we
+        sent ours. (Its answer to ours ends ``"shutdown"`` in ``"done"``.)"""
+        ...
+
+    @property
+    def handshake_error(self) -> BaseException | None:
+        """Why the handshake failed (a timeout, a bad certificate), else None."""
+        ...
 
 
 class DatagramTransportInterface(Protocol):

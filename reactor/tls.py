@@ -3,7 +3,7 @@
 The layering is Twisted's ``TLSMemoryBIOProtocol`` and asyncio's
 ``SSLProtocol``: a :class:`TLSTransport` sits between a plain stream transport
 (TCP or Unix, any backend) and the user's protocol. Towards the plain
-transport it is a buffered protocol (its :class:`_CipherSide` receives the
+transport it is a buffered protocol (its :class:`CipherSide` receives the
 ciphertext); towards the user it is a transport with the same methods and
 hooks as TCP, carrying plaintext. ``ssl.SSLObject`` does the cryptography;
 this module only moves bytes between the two BIOs and the two sides, and owns
@@ -61,6 +61,7 @@ from reactor.transport import as_bytes, get_ident, is_buffered_protocol
 __all__ = [
     "DEFAULT_SSL_HANDSHAKE_TIMEOUT",
     "DEFAULT_SSL_SHUTDOWN_TIMEOUT",
+    "CipherSide",
     "TLSFactory",
     "TLSTransport",
     "check_shutdown_timeout",
@@ -163,39 +164,66 @@ def _truncation() -> ssl.SSLEOFError:
 # ---------------------------------------------------------------- the transport
 
 
-class _CipherSide:
+class CipherSide:
     """The protocol of the plain transport underneath: ciphertext in and out.
 
     A separate small object, so that the user's transport has no protocol
     hooks on it and the plain transport none of the user's methods.
+    ``buffer_updated`` is the transport's own ``_received``, bound once: the
+    hot path runs one Python call fewer per read.
     """
 
-    __slots__ = ("_cipher", "_tls")
+    __slots__ = ("_cipher", "_tls", "buffer_updated")
+
+    buffer_updated: Callable[[int], None]
 
     def __init__(self, tls: TLSTransport) -> None:
-        self._tls = tls
+        self._tls: TLSTransport | None = tls
         self._cipher = tls._bufs.cipher
+        self.buffer_updated = tls._received
+
+    @property
+    def tls(self) -> TLSTransport | None:
+        """The TLS transport this side carries (what an observer of the plain
+        connection, such as trace mode, reports on); None once released."""
+        return self._tls
+
+    def release(self) -> None:
+        """Let go of the TLS transport once the connection is over.
+
+        The side and the transport point at each other (and the plain
+        transport at the side), a cycle only the cycle collector would free,
+        keeping the SSLObject and its context alive until it runs. Nothing
+        calls the side after the plain transport's ``connection_lost``.
+        """
+        self._tls = None
+        self.buffer_updated = _ignore_count
 
     def connection_made(self, transport: Any) -> None:
-        self._tls._attach(transport)
+        if self._tls is not None:
+            self._tls._attach(transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._cipher
 
-    def buffer_updated(self, nbytes: int) -> None:
-        self._tls._received(self._cipher[:nbytes])
-
     def eof_received(self) -> bool:
-        return self._tls._peer_fin()
+        return self._tls._peer_fin() if self._tls is not None else False
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._tls._lost(exc)
+        if self._tls is not None:
+            self._tls._lost(exc)
 
     def pause_writing(self) -> None:
-        self._tls._plain_paused(True)
+        if self._tls is not None:
+            self._tls._plain_paused(True)
 
     def resume_writing(self) -> None:
-        self._tls._plain_paused(False)
+        if self._tls is not None:
+            self._tls._plain_paused(False)
+
+
+def _ignore_count(nbytes: int) -> None:
+    """A released side's ``buffer_updated``: no transport is left to decrypt for."""
 
 
 class TLSTransport:
@@ -210,6 +238,8 @@ class TLSTransport:
     __slots__ = (
         "__weakref__",
         "_app_paused",
+        "_asyncio_compatible",
+        "_buffered",
         "_bufs",
         "_closing",
         "_context",
@@ -231,7 +261,6 @@ class TLSTransport:
         "_plain_is_paused",
         "_protocol",
         "_reactor",
-        "_reader",
         "_reading",
         "_shutdown_timeout",
         "_ssl",
@@ -252,8 +281,14 @@ class TLSTransport:
         ssl_shutdown_timeout: float = DEFAULT_SSL_SHUTDOWN_TIMEOUT,
         on_handshake: HandshakeCallback | None = None,
         made: bool = False,
+        asyncio_compatible: bool = False,
     ) -> None:
         self._reactor = reactor
+        #: Where the reactor and asyncio's SSLProtocol differ, do as asyncio
+        #: (for reactor.aio): a handshake timeout is ConnectionAbortedError,
+        #: and a FIN without close_notify is a clean end (eof_received, then
+        #: connection_lost(None)) instead of a truncation (SSLEOFError).
+        self._asyncio_compatible = asyncio_compatible
         self._context = context
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
@@ -285,7 +320,7 @@ class TLSTransport:
         self._reading = True
         self._dropped = 0
         self._bufs = _buffers_for(reactor)
-        self.cipher_side = _CipherSide(self)
+        self.cipher_side = CipherSide(self)
         self._use_protocol(protocol)
 
     def __repr__(self) -> str:
@@ -294,7 +329,30 @@ class TLSTransport:
 
     def _use_protocol(self, protocol: ProtocolInterface) -> None:
         self._protocol = protocol
-        self._reader = self._read_into if is_buffered_protocol(protocol) else self._read_bytes
+        self._buffered = is_buffered_protocol(protocol)
+
+    # What an observer sees (reactor.interfaces.TLSObservable): read-only views
+    # of the state the transport keeps anyway, so nothing is done for them.
+
+    @property
+    def tls_state(self) -> str:
+        """``"handshake"``, ``"open"``, ``"closing"``, ``"shutdown"`` or ``"done"``."""
+        return self._state
+
+    @property
+    def server_side(self) -> bool:
+        """Whether this end is the TLS server."""
+        return bool(self._ssl.server_side)
+
+    @property
+    def peer_closed(self) -> bool:
+        """Whether the peer closed first (its close_notify read before we sent ours)."""
+        return self._peer_closed
+
+    @property
+    def handshake_error(self) -> BaseException | None:
+        """Why the handshake failed, else None."""
+        return self._failure
 
     # ------------------------------------------------------------ the handshake
 
@@ -355,9 +413,14 @@ class TLSTransport:
     def _handshake_expired(self) -> None:
         self._timer = None
         seconds = self._handshake_timeout
-        exc = TimeoutError(
-            f"the TLS handshake did not finish within {seconds:g} s (ssl_handshake_timeout)"
-        )
+        if self._asyncio_compatible:
+            exc: BaseException = ConnectionAbortedError(
+                f"SSL handshake is taking longer than {seconds} seconds: aborting the connection"
+            )
+        else:
+            exc = TimeoutError(
+                f"the TLS handshake did not finish within {seconds:g} s (ssl_handshake_timeout)"
+            )
         log.warning("%r: %s; aborting that connection", self, exc)
         self._failure = exc
         self._state = "done"
@@ -376,63 +439,86 @@ class TLSTransport:
 
     # ------------------------------------------------------------------ reading
 
-    def _received(self, data: memoryview) -> None:
-        """Ciphertext from the plain transport (its buffer, emptied at once)."""
-        self._incoming.write(data)
-        state = self._state
-        if state in ("open", "closing"):
-            self._decrypt()
-        elif state == "handshake":
-            self._handshake_step()
-        elif state == "shutdown":
-            self._shutdown_step()
-
     def _decrypt(self) -> None:
         """Decrypt what has arrived and hand it to the protocol while it is reading."""
+        self._received(0)
+
+    def _received(self, nbytes: int) -> None:
+        """``nbytes`` of ciphertext from the plain transport, in the shared receive
+        buffer (0: none, decrypt what waits); then the step the state calls for.
+
+        Every TLS read runs this, so decrypting, and delivering to a
+        data_received protocol, is written out here rather than in helpers:
+        one record per read into the shared plaintext buffer, copied into
+        bytes for the protocol. (Records are delivered one by one, not joined:
+        a protocol that switches to TLS inside TLS on a line must get the
+        records after that line only once it has switched.)
+        """
+        incoming = self._incoming
+        if nbytes:
+            incoming.write(self._bufs.cipher[:nbytes])  # empties the shared buffer
+        state = self._state
+        if state not in ("open", "closing"):
+            if state == "handshake":
+                self._handshake_step()
+            elif state == "shutdown":
+                self._shutdown_step()
+            return
+        # With a buffer, read() returns the count (typeshed says bytes): called
+        # through Any, or the compiled build would check for bytes.
+        read: Any = self._ssl.read
+        bufs = self._bufs
         while self._reading and self._state == "open":
+            buffered = self._buffered
             try:
-                n = self._reader()
+                # _read_into delivers too (-1: the protocol raised)
+                n: int = self._read_into() if buffered else read(_CHUNK, bufs.plain)
             except ssl.SSLWantReadError:
                 break
-            except ssl.SSLZeroReturnError:
-                self._close_notify_received()
-                return
-            except ssl.SSLEOFError:
-                self._fatal(_truncation())
-                return
             except (ssl.SSLError, OSError) as exc:
-                self._fatal(exc)
+                self._read_failed(exc)
                 return
             if n <= 0:
                 if n == 0:  # read() returns 0 only once the peer's close_notify is read
                     self._close_notify_received()
                     return
                 break  # the protocol raised: the connection is being aborted
-            if not (self._incoming.pending or self._ssl.pending()):
+            if buffered:
+                if not (incoming.pending or self._ssl.pending()):
+                    break  # all read: spare the SSLWantReadError another read would raise
+                continue
+            try:
+                self._protocol.data_received(bytes(bufs.plain_view[:n]))
+            except Exception as exc:
+                self._protocol_error(exc, "data_received")
+                break
+            # A read that did not fill the buffer used up its record (a record
+            # holds at most 16 KiB), so SSLObject.pending() is 0: what is left
+            # is in the incoming BIO. Asking for it there is cheaper.
+            if n < _CHUNK and not incoming.pending:
                 break  # all read: spare the SSLWantReadError another read would raise
         if self._state == "closing" and not self._peer_closed:
             self._discard()
-        self._flush()
+        if self._outgoing.pending:
+            self._flush()
 
-    # The readers return how many bytes they delivered: 0 means the peer's
-    # close_notify was read (_ssl.c turns SSL_ERROR_ZERO_RETURN into an empty
-    # read), -1 that the protocol raised.
-
-    def _read_bytes(self) -> int:
-        buffers = self._bufs
-        # With a buffer, read() returns the count (typeshed says bytes): called
-        # through Any, or the compiled build would check for bytes.
-        read: Any = self._ssl.read
-        n: int = read(_CHUNK, buffers.plain)
-        if n:
-            try:
-                self._protocol.data_received(bytes(buffers.plain_view[:n]))
-            except Exception as exc:
-                self._protocol_error(exc, "data_received")
-                return -1
-        return n
+    def _read_failed(self, exc: BaseException) -> None:
+        """A read met the end of the stream: the peer's close_notify, a FIN without
+        one (a truncation), or a broken record (``exc``: what read() raised)."""
+        if isinstance(exc, ssl.SSLZeroReturnError):
+            self._close_notify_received()
+        elif isinstance(exc, ssl.SSLEOFError):
+            if self._asyncio_compatible:  # a clean end (see _peer_fin)
+                self._fin_as_eof()
+            else:
+                self._fatal(_truncation())
+        else:
+            self._fatal(exc)
 
     def _read_into(self) -> int:
+        """A buffered protocol's read: into the buffer it lends, then buffer_updated.
+        Returns the count (0: the peer's close_notify was read, as _ssl.c turns
+        SSL_ERROR_ZERO_RETURN into an empty read), or -1 if the protocol raised."""
         protocol: Any = self._protocol
         try:
             buf = protocol.get_buffer(-1)
@@ -441,7 +527,7 @@ class TLSTransport:
         except Exception as exc:
             self._protocol_error(exc, "get_buffer")
             return -1
-        read: Any = self._ssl.read  # returns the count (see _read_bytes)
+        read: Any = self._ssl.read  # returns the count (see _decrypt)
         n: int = read(len(buf), buf)
         if n:
             try:
@@ -454,7 +540,7 @@ class TLSTransport:
     def _discard(self) -> None:
         """Read and drop records after close(): the protocol asked for no more data."""
         try:
-            read: Any = self._ssl.read  # returns the count (see _read_bytes)
+            read: Any = self._ssl.read  # returns the count (see _decrypt)
             while read(_CHUNK, self._bufs.plain):
                 pass
             self._close_notify_received()  # read() returns 0 only after close_notify
@@ -486,9 +572,30 @@ class TLSTransport:
         elif self._state == "closing" and not self._pending:
             self._start_shutdown()
 
+    def _fin_as_eof(self) -> None:
+        """asyncio's reading of a FIN without close_notify (``asyncio_compatible``): the
+        peer's end, so eof_received(), then close after what is written, sending no
+        close_notify (the TLS session is left as it is, as asyncio leaves it)."""
+        self._peer_closed = True
+        try:
+            if self._protocol.eof_received():
+                log.debug("%r: eof_received() returned true, but TLS has no half-close", self)
+        except Exception as exc:
+            self._protocol_error(exc, "eof_received")
+            return
+        if self._state == "open":
+            self._closing = True
+            self._state = "closing"
+            self._encrypt()
+            self._end_quietly()
+
     def _peer_fin(self) -> bool:
         """The TCP FIN: a clean end only if the peer's close_notify came before it."""
-        self._incoming.write_eof()
+        if not self._asyncio_compatible or not self._reading:
+            # (asyncio's SSLProtocol never tells the engine: an engine that
+            # hits EOF mid-record fails the session, and getpeercert() with
+            # it. Paused, the EOF is how _catch_up learns of the FIN.)
+            self._incoming.write_eof()
         state = self._state
         if state == "handshake":
             self._failure = ConnectionResetError(
@@ -501,10 +608,15 @@ class TLSTransport:
         elif state in ("open", "closing"):
             self._decrypt()  # what is left, up to the close_notify or the truncation
             if self._state == "open":  # paused for reading: it ends here all the same
-                self._fatal(_truncation())
+                if self._asyncio_compatible:  # asyncio calls it a clean end
+                    if not self._reading:
+                        return True  # once resumed: what is left, then the end (_catch_up)
+                    self._fin_as_eof()
+                else:
+                    self._fatal(_truncation())
             elif self._state == "closing":
                 self._end_quietly()
-        return False  # either way the plain transport closes
+        return False  # the plain transport closes (unless kept open above)
 
     def pause_reading(self) -> None:
         """Stop decrypting and delivering until resume_reading() (the socket is not read)."""
@@ -528,6 +640,8 @@ class TLSTransport:
         self._decrypt_handle = None
         if self._state == "open":
             self._decrypt()
+            if self._state == "open" and self._incoming.eof:  # a FIN kept while paused
+                self._fin_as_eof()
 
     def is_reading(self) -> bool:
         return self._reading and self._state in ("handshake", "open")
@@ -538,13 +652,18 @@ class TLSTransport:
         """Encrypt and send ``data``; before the handshake ends it waits, in order."""
         if type(data) is not bytes:
             data = as_bytes(data, "write")
-        self._check_thread("write")
+        owner = self._reactor.thread_id
+        if owner is not None and owner != get_ident():
+            self._check_thread("write")
         if self._closing or self._state == "done":
             self._drop(len(data))
             return
         if not data:
             return
-        # The common case: nothing waits, so encrypt and send at once.
+        # The common case: nothing waits, so encrypt and send at once. (Flow
+        # control has nothing to do here: with nothing waiting the protocol is
+        # not paused, and if this write fills the plain transport, its
+        # pause_writing reaches _plain_paused, which decides.)
         if (
             self._state == "open"
             and not self._pending
@@ -556,8 +675,9 @@ class TLSTransport:
             except (ssl.SSLError, OSError) as exc:
                 self._fatal(exc)
                 return
-            self._flush()
-            self._update_flow()
+            plain = self._plain
+            if not plain.is_closing():  # a write makes records: no need to ask the BIO
+                plain.write(self._outgoing.read())
             return
         self._pending.append(memoryview(data))
         self._pending_size += len(data)
@@ -800,6 +920,12 @@ class TLSTransport:
                         "transport": self,
                     }
                 )
+        # The plain transport calls its protocol (the cipher side) no more:
+        # break the cycles through it, including the read path the plain
+        # transport bound to our _received (set_protocol binds it again).
+        self.cipher_side.release()
+        if self._plain is not None:
+            self._plain.set_protocol(self.cipher_side)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -918,7 +1044,7 @@ class TLSFactory:
         #: The connector using this factory (a client), for failure reports.
         self.connector: Any = None
 
-    def build_protocol(self, addr: Address) -> _CipherSide | None:
+    def build_protocol(self, addr: Address) -> CipherSide | None:
         protocol = build_protocol(self._factory, addr)
         if protocol is None:
             return None

@@ -46,10 +46,17 @@ from typing import Any, Protocol
 
 from reactor import stream as stream_module
 from reactor.backends.base import ERROR, HANGUP, INVALID, READ, WRITE, Poller
-from reactor.interfaces import Address, DatagramProtocolInterface, ProtocolInterface, ReactorPort
+from reactor.interfaces import (
+    Address,
+    DatagramProtocolInterface,
+    ProtocolInterface,
+    ReactorPort,
+    TLSObservable,
+)
 from reactor.stream import StreamTransport
 from reactor.tcp import Connector, Listener, TransportMaker
 from reactor.timers import TimerHandle, TimerQueue
+from reactor.tls import CipherSide
 from reactor.udp import DatagramMaker, DatagramTransport
 from reactor.waker import Waker
 
@@ -278,6 +285,12 @@ def _what_reset(exc: OSError) -> str:
     return f"socket error: {type(exc).__name__}: {exc}"
 
 
+def _tls_of(protocol: object) -> TLSObservable | None:
+    """The TLS transport a plain connection carries (its protocol is then TLS's
+    cipher side), seen through its declared observer surface; else None."""
+    return protocol.tls if isinstance(protocol, CipherSide) else None
+
+
 class TracingStreamTransport(StreamTransport):
     """A stream transport that logs its connection's life, numbered #1, #2, ...
 
@@ -372,10 +385,10 @@ class TracingStreamTransport(StreamTransport):
 
     def _connection_made(self) -> None:
         self._say("connection_made peer=%s", format_address(self._peername))
-        tls = getattr(self._protocol, "_tls", None)
+        tls = _tls_of(self._protocol)
         if tls is not None:
             self._tls_seen = ("handshake", False)
-            side = "server" if getattr(getattr(tls, "_ssl", None), "server_side", 0) else "client"
+            side = "server" if tls.server_side else "client"
             self._say("TLS handshake starts (this is the %s side)", side)
         super()._connection_made()
         self._watch_tls()
@@ -385,10 +398,10 @@ class TracingStreamTransport(StreamTransport):
     # changes of its state: the handshake's end, close_notify each way.
 
     def _watch_tls(self) -> None:
-        tls = getattr(self._protocol, "_tls", None)
+        tls = _tls_of(self._protocol)
         if tls is None:
             return
-        now = (getattr(tls, "_state", None), bool(getattr(tls, "_peer_closed", False)))
+        now = (tls.tls_state, tls.peer_closed)
         before = self._tls_seen or (None, False)
         if now == before:
             return
@@ -401,7 +414,7 @@ class TracingStreamTransport(StreamTransport):
         if state == "handshake":  # start_tls: TLS over a connection already open
             self._say("TLS handshake starts (STARTTLS on an open connection)")
         elif state == "open":
-            ssl_object = getattr(tls, "_ssl", None)
+            ssl_object = tls.get_extra_info("ssl_object")
             version = ssl_object.version() if ssl_object is not None else None
             cipher = ssl_object.cipher() if ssl_object is not None else None
             self._say("TLS handshake done: %s, %s", version or "?", cipher[0] if cipher else "?")
@@ -410,7 +423,7 @@ class TracingStreamTransport(StreamTransport):
         elif state == "shutdown":
             self._say("TLS shutdown: sending close_notify")
         elif state == "done":
-            failure = getattr(tls, "_failure", None)
+            failure = tls.handshake_error
             if before[0] == "handshake" and failure is not None:
                 self._say("TLS handshake failed: %s", describe_reason(failure))
             elif before[0] == "shutdown" and self._delivering and not peer_closed:

@@ -308,3 +308,40 @@ def test_handshake_timeout_logs_once(
     assert isinstance(done[0], TimeoutError)
     assert client.lost == done  # start_tls: the protocol hears why
     assert caplog.text.count("did not finish within") == 1
+
+
+def test_the_observer_surface_follows_the_session(reactor: Reactor, certs: Certs) -> None:
+    """TLSObservable, what trace mode reads: the state, each side, close_notify each way."""
+    client, server, _ = pair(reactor, certs, ssl_shutdown_timeout=5)
+    mine, theirs = client.transport, server.transport
+    assert (mine.tls_state, theirs.tls_state) == ("open", "open")
+    assert (mine.server_side, theirs.server_side) == (False, True)
+    assert not mine.peer_closed and not theirs.peer_closed
+    assert mine.handshake_error is None and theirs.handshake_error is None
+    mine.write(b"x" * 100)
+    mine.close()
+    assert mine.tls_state == "shutdown"  # close_notify sent, waiting for the answer
+    run_until(reactor, lambda: client.lost and server.lost)
+    # The server read our close_notify; its answer ended our shutdown instead.
+    assert theirs.peer_closed and not mine.peer_closed
+    assert (mine.tls_state, theirs.tls_state) == ("done", "done")
+    assert server.data == b"x" * 100
+
+
+def test_the_observer_surface_says_why_a_handshake_failed(reactor: Reactor, certs: Certs) -> None:
+    silent = Recorder()  # a plain server that never answers the ClientHello
+    listener = reactor.listen_tcp(0, lambda: silent)
+    client = Recorder()
+    reactor.connect_tcp("127.0.0.1", listener.port, lambda: client)
+    run_until(reactor, lambda: client.made)
+    done: list[Any] = []
+    tls = client.transport.start_tls(
+        certs.client_context(),
+        server_hostname="localhost",
+        ssl_handshake_timeout=0.1,
+        on_handshake=done.append,
+    )
+    assert tls.tls_state == "handshake" and tls.handshake_error is None
+    run_until(reactor, lambda: client.lost)
+    assert tls.tls_state == "done"
+    assert tls.handshake_error is done[0] and isinstance(done[0], TimeoutError)

@@ -19,8 +19,10 @@ things routed to a :class:`~reactor.Reactor`:
   thread (``reactor.is_running()``, its thread checks), and ``reactor.stop()``
   stops the asyncio loop too.
 
-Everything else (transports, TLS, streams, subprocesses, signals, the
-executor, DNS) is asyncio's code, unchanged. The private asyncio names this
+Connected TCP and Unix sockets, plain and TLS, are then carried by the
+reactor's own transports (``reactor/aio/transport.py``, ``reactor/aio/tls.py``).
+Everything else (listening, happy eyeballs, streams, subprocesses, signals,
+the executor, DNS) is asyncio's code, unchanged. The private asyncio names this
 relies on are listed in ``docs/aio.md``.
 """
 
@@ -29,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
+import ssl
+import sys
 import threading
 import time
 from asyncio.log import logger as _asyncio_logger
@@ -38,6 +42,7 @@ from contextvars import Context
 from typing import Any, TypeVar
 
 from reactor.aio.selector import ReactorSelector
+from reactor.aio.tls import NativeSSLTransport, check_ssl_timeouts, default_client_context
 from reactor.aio.transport import AioPort, NativeTransport
 from reactor.reactor import Reactor
 from reactor.timers import TimerHandle as _ReactorTimer
@@ -167,6 +172,83 @@ class EventLoop(asyncio.SelectorEventLoop):
             )
         self._ensure_fd_no_transport(sock)  # type: ignore[attr-defined]
         return NativeTransport(self, self._port, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(
+        self,
+        rawsock: socket.socket,
+        protocol: asyncio.BaseProtocol,
+        sslcontext: ssl.SSLContext | None,
+        waiter: asyncio.Future[None] | None = None,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        extra: dict[str, Any] | None = None,
+        server: asyncio.Server | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+    ) -> asyncio.Transport:
+        """A TLS connection's transport: the reactor's TLS over its stream transport."""
+        if not self._native_transports:
+            options: dict[str, Any] = {"ssl_handshake_timeout": ssl_handshake_timeout}
+            if sys.version_info >= (3, 11):  # 3.10's SSLProtocol has no shutdown timeout
+                options["ssl_shutdown_timeout"] = ssl_shutdown_timeout
+            return super()._make_ssl_transport(  # type: ignore[misc,no-any-return]
+                rawsock, protocol, sslcontext, waiter,
+                server_side=server_side, server_hostname=server_hostname,
+                extra=extra, server=server, **options,
+            )  # fmt: skip
+        handshake, shutdown = check_ssl_timeouts(ssl_handshake_timeout, ssl_shutdown_timeout)
+        if sslcontext is None:  # ssl=True
+            sslcontext = default_client_context(server_side, server_hostname)
+        self._ensure_fd_no_transport(rawsock)  # type: ignore[attr-defined]
+        return NativeSSLTransport.over_socket(
+            self, self._port, rawsock, protocol, sslcontext, waiter, extra, server,
+            server_side=server_side, server_hostname=server_hostname,
+            ssl_handshake_timeout=handshake, ssl_shutdown_timeout=shutdown,
+        )  # fmt: skip
+
+    async def start_tls(
+        self,
+        transport: asyncio.BaseTransport,
+        protocol: asyncio.BaseProtocol,
+        sslcontext: ssl.SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+    ) -> asyncio.Transport | None:
+        """Upgrade a connection to TLS; the loop's own transports get the reactor's TLS.
+
+        Any other transport (one asyncio made, with ``native_transports=False``)
+        is upgraded by asyncio's own ``SSLProtocol``, as on asyncio's loop.
+        """
+        if not isinstance(transport, (NativeTransport, NativeSSLTransport)):
+            options: dict[str, Any] = {}
+            if ssl_shutdown_timeout is not None:  # not a keyword on 3.10
+                options["ssl_shutdown_timeout"] = ssl_shutdown_timeout
+            return await super().start_tls(
+                transport, protocol, sslcontext,
+                server_side=server_side, server_hostname=server_hostname,
+                ssl_handshake_timeout=ssl_handshake_timeout, **options,
+            )  # fmt: skip
+        if not isinstance(sslcontext, ssl.SSLContext):
+            raise TypeError(
+                f"sslcontext is expected to be an instance of ssl.SSLContext, got {sslcontext!r}"
+            )
+        handshake, shutdown = check_ssl_timeouts(ssl_handshake_timeout, ssl_shutdown_timeout)
+        waiter: asyncio.Future[None] = self.create_future()
+        tls = NativeSSLTransport.upgrade(
+            self, self._port, transport, protocol, sslcontext, waiter,
+            server_side=server_side, server_hostname=server_hostname,
+            ssl_handshake_timeout=handshake, ssl_shutdown_timeout=shutdown,
+        )  # fmt: skip
+        try:
+            await waiter
+        except BaseException:
+            transport.close()  # as asyncio's start_tls
+            raise
+        return tls
 
     async def _sendfile_native(
         self, transp: asyncio.BaseTransport, file: Any, offset: int, count: int | None

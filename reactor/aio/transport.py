@@ -42,7 +42,7 @@ from reactor.stream import MAX_LINGERING, StreamTransport
 if TYPE_CHECKING:
     from reactor.reactor import Reactor
 
-__all__ = ["AioPort", "NativeTransport"]
+__all__ = ["AioPort", "NativeTransport", "attach_to_server", "detach_from_server", "socket_names"]
 
 # asyncio.Server counts its connections: by object from 3.13 (close_clients),
 # by number before.
@@ -278,6 +278,39 @@ class _Introducer:
         self._protocol.resume_writing()
 
 
+def socket_names(extra: dict[str, Any], sock: socket.socket) -> Any:
+    """Fill in ``socket``, ``sockname`` and ``peername`` as asyncio does; returns the peer."""
+    try:
+        peername = sock.getpeername()
+    except OSError:
+        peername = None
+    try:
+        sockname = sock.getsockname()
+    except OSError:
+        sockname = None
+    extra["socket"] = TransportSocket(sock)
+    extra.setdefault("sockname", sockname)
+    extra.setdefault("peername", peername)
+    return peername
+
+
+def attach_to_server(server: asyncio.Server | None, transport: asyncio.BaseTransport) -> None:
+    """Count a new connection in its ``asyncio.Server`` (``wait_closed``, ``close_clients``)."""
+    if server is not None:
+        if _ATTACH_TAKES_TRANSPORT:
+            server._attach(transport)  # type: ignore[attr-defined]
+        else:
+            server._attach()  # type: ignore[attr-defined]
+
+
+def detach_from_server(server: asyncio.Server | None, transport: asyncio.BaseTransport) -> None:
+    if server is not None:
+        if _ATTACH_TAKES_TRANSPORT:
+            server._detach(transport)  # type: ignore[attr-defined]
+        else:
+            server._detach()  # type: ignore[attr-defined]
+
+
 def _refuse_write(*args: Any) -> None:
     raise RuntimeError("unable to write; sendfile is in progress")
 
@@ -315,17 +348,7 @@ class NativeTransport(asyncio.transports._FlowControlMixin):
         asyncio.Transport.__init__(self, extra)
         self._loop = loop
         self._port = port
-        try:
-            peername = sock.getpeername()
-        except OSError:
-            peername = None
-        try:
-            sockname = sock.getsockname()
-        except OSError:
-            sockname = None
-        self._extra["socket"] = TransportSocket(sock)
-        self._extra.setdefault("sockname", sockname)
-        self._extra.setdefault("peername", peername)
+        peername = socket_names(self._extra, sock)
         stream = StreamTransport(
             cast(ReactorPort, port), sock, _Introducer(self, protocol), peername
         )
@@ -334,11 +357,7 @@ class NativeTransport(asyncio.transports._FlowControlMixin):
         for name in _FORWARDED:
             setattr(self, name, getattr(stream, name))
         self._server = server
-        if server is not None:
-            if _ATTACH_TAKES_TRANSPORT:
-                server._attach(self)  # type: ignore[attr-defined]
-            else:
-                server._attach()  # type: ignore[attr-defined]
+        attach_to_server(server, self)
         stream._on_lost = self._lost
         loop._transports[sock.fileno()] = self  # type: ignore[attr-defined]
         # As asyncio's transport: connection_made and reading start on the next
@@ -364,11 +383,7 @@ class NativeTransport(asyncio.transports._FlowControlMixin):
 
     def _lost(self) -> None:
         server, self._server = self._server, None
-        if server is not None:
-            if _ATTACH_TAKES_TRANSPORT:
-                server._detach(self)  # type: ignore[attr-defined]
-            else:
-                server._detach()  # type: ignore[attr-defined]
+        detach_from_server(server, self)
 
     async def _sendfile(self, file: Any, offset: int, count: int | None) -> int:
         """``loop.sendfile()`` natively: drain, then ``os.sendfile`` on the socket.
