@@ -4,19 +4,29 @@ Every server app takes ``--host`` (127.0.0.1 unless asked), ``--port`` (0 picks
 a free one), ``--backend`` and ``--log-level``; prints one line saying where it
 listens and with which backend; and stops gracefully on SIGINT and SIGTERM:
 stop accepting, let the app say goodbye, flush pending writes up to a short
-deadline, exit 0.
+deadline, exit 0. Every app also takes ``--version``, which says which build
+of the reactor runs (compiled by mypyc or pure Python).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import platform
 import signal
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn, TypeVar
 
-from reactor import Reactor, Supervisor, WorkerContext, WorkerEvent, available_backends
+from reactor import (
+    COMPILED,
+    Reactor,
+    Supervisor,
+    WorkerContext,
+    WorkerEvent,
+    __version__,
+    available_backends,
+)
 
 __all__ = [
     "EXIT_ERROR",
@@ -24,6 +34,7 @@ __all__ = [
     "GracefulShutdown",
     "add_close_timeout_option",
     "add_common_options",
+    "add_version_option",
     "add_workers_option",
     "die",
     "int_at_least",
@@ -34,6 +45,7 @@ __all__ = [
     "print_listening",
     "run_workers",
     "setup_logging",
+    "version_text",
 ]
 
 _T = TypeVar("_T")
@@ -43,10 +55,64 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 
+def version_text(prog: str, backend: str | None = None) -> str:
+    """One line: the version, which build runs (compiled or pure), the Python, the backend.
+
+    ``backend`` is the one asked for (None: ``$REACTOR_BACKEND`` or the best
+    available, as the apps choose); the name shown is the one a reactor made
+    now gets, so it says what the app would run on.
+    """
+    build = "compiled (mypyc)" if COMPILED else "pure-Python"
+    try:
+        with Reactor(backend=backend) as probe:
+            chosen = probe.backend
+    except ValueError as exc:  # a bad $REACTOR_BACKEND: say so instead of failing
+        chosen = f"none ({exc})"
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"{prog} {__version__}: {build} build, {python}, backend {chosen}"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print :func:`version_text` and exit 0, as argparse's own does.
+
+    Unlike argparse's ``version`` action the text is made when asked for, so
+    building a parser opens no poller, and a ``--backend`` given before
+    ``--version`` is the backend shown.
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault(
+            "help",
+            "print the version, the build (compiled or pure Python), "
+            "the Python and the backend, then exit",
+        )
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        backend = getattr(namespace, "backend", None)
+        print(version_text(parser.prog, backend if isinstance(backend, str) else None))
+        parser.exit()
+
+
+def add_version_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--version`` (:func:`version_text`) to ``parser``.
+
+    :func:`add_common_options` adds it too; apps with subcommands also call
+    this on their top-level parser, so ``PROG --version`` works without one.
+    """
+    parser.add_argument("--version", action=_VersionAction)
+
+
 def add_common_options(
     parser: argparse.ArgumentParser, *, default_port: int, server: bool = True
 ) -> None:
-    """Add --host, --port, --backend and --log-level to ``parser``."""
+    """Add --host, --port, --backend, --trace, --log-level and --version to ``parser``."""
     if server:
         parser.add_argument(
             "--host",
@@ -78,6 +144,7 @@ def add_common_options(
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="how much to log to stderr (default: WARNING)",
     )
+    add_version_option(parser)
 
 
 def add_close_timeout_option(parser: argparse.ArgumentParser, *, default: float = 10.0) -> None:

@@ -19,6 +19,17 @@ Scenarios:
   runs them all.
 * ``stats-cost`` (reactor only): the cost of one empty loop turn, and of the
   always-on counters within it, measured by timing the same statements.
+
+``--callgrind`` counts instructions instead of timing, which a busy machine
+does not disturb: each peer runs once with N and once with 2N operations
+under ``valgrind --tool=callgrind``, and the difference divided by N is the
+instructions per operation (start-up and import cancel out). ``--compiled
+TREE`` adds the reactor from another checkout (one built with
+``REACTOR_COMPILE=1 python setup.py build_ext --inplace``), counted in the
+same run::
+
+    python benchmarks/loop_bench.py --callgrind -n 20000 --peers reactor,asyncio \
+        --compiled /tmp/bench-compiled --scenarios timers-cancel,timers-fire,threads
 """
 
 from __future__ import annotations
@@ -26,8 +37,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import timeit
@@ -277,6 +291,71 @@ def peers(scenario: str) -> dict[str, Runner]:
     return available
 
 
+def callgrind_total(path: Path) -> int:
+    """The total instruction count (``Ir``) of a callgrind output file."""
+    events = ["Ir"]
+    counts: list[str] | None = None
+    for line in path.read_text().splitlines():
+        if line.startswith("events:"):
+            events = line.split(":", 1)[1].split()
+        elif line.startswith(("summary:", "totals:")):
+            counts = line.split(":", 1)[1].split()
+    if counts is None:
+        raise ValueError(f"{path}: no summary: or totals: line (did the run fail?)")
+    return int(counts[events.index("Ir")])
+
+
+def count_instructions(tree: Path, scenario: str, peer: str, n: int, workdir: Path) -> int:
+    """Instructions one run of ``peer`` on ``scenario`` with ``n`` operations takes, in total.
+
+    Runs ``tree``'s copy of this script (so its reactor is the one
+    imported) under callgrind, in ``--once`` mode.
+    """
+    out = workdir / f"callgrind.{tree.name}.{scenario}.{peer}.{n}.out"
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        sys.executable,
+        str(tree / "benchmarks" / "loop_bench.py"),
+        "--once",
+        peer,
+        "--scenarios",
+        scenario,
+        "-n",
+        str(n),
+    ]
+    # The interpreter's own memory-management choices must not differ between runs.
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return callgrind_total(out)
+
+
+def run_callgrind(args: argparse.Namespace) -> dict[str, Any]:
+    """``--callgrind``: instructions per operation, N vs 2N, per scenario and peer."""
+    trees = [("reactor", ROOT, "reactor")]
+    if args.compiled is not None:
+        trees.append(("reactor-compiled", args.compiled.resolve(), "reactor"))
+    wanted = args.peers.split(",")
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="loop-callgrind-") as tmp:
+        for scenario in args.scenarios.split(","):
+            rows: dict[str, float] = {}
+            runs = [(label, tree, peer) for label, tree, peer in trees if peer in wanted]
+            runs += [(p, ROOT, p) for p in peers(scenario) if p != "reactor" and p in wanted]
+            for label, tree, peer in runs:
+                small = count_instructions(tree, scenario, peer, args.n, Path(tmp))
+                large = count_instructions(tree, scenario, peer, 2 * args.n, Path(tmp))
+                rows[label] = (large - small) / args.n
+            results[scenario] = rows
+            print(f"\n{scenario} (instructions per operation, callgrind, N={args.n:,} vs 2N):")
+            base = rows.get("reactor")
+            for label, per_op in rows.items():
+                ratio = f"  {per_op / base:5.2f}x the pure reactor" if base else ""
+                print(f"  {label:17} {per_op:>10,.0f}{ratio}")
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -285,8 +364,34 @@ def main(argv: list[str] | None = None) -> int:
         "--scenarios", default="timers-cancel,timers-fire,threads,stats-cost", help="comma list"
     )
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="count instructions per operation under callgrind instead of timing",
+    )
+    parser.add_argument(
+        "--peers",
+        default="reactor,asyncio,uvloop,twisted",
+        help="with --callgrind: which to count (comma list)",
+    )
+    parser.add_argument(
+        "--compiled",
+        type=Path,
+        default=None,
+        metavar="TREE",
+        help="with --callgrind: also count the reactor of this checkout (the compiled build)",
+    )
+    parser.add_argument("--once", metavar="PEER", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.once is not None:
+        # One run, nothing printed: what --callgrind runs under valgrind.
+        peers(args.scenarios)[args.once](args.n)
+        return 0
     results: dict[str, Any] = {"python": sys.version.split()[0], "n": args.n, "scenarios": {}}
+    if args.callgrind:
+        results["callgrind"] = run_callgrind(args)
+        print(json.dumps(results["callgrind"]))
+        return 0
     for scenario in args.scenarios.split(","):
         if scenario == "stats-cost":
             cost = stats_cost(args.n)

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from functools import partial
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from reactor.backends import INVALID, READ, READ_BITS, WRITE_BITS, Poller
 from reactor.fdwatch import FdRegistry, HasFileno, fileno_of
@@ -41,6 +41,10 @@ __all__ = ["EventLoop"]
 log = logging.getLogger("reactor")
 
 _monotonic = time.monotonic
+#: A timer due within the clock's resolution counts as due now (see _run_once).
+#: A module constant, not an attribute: interpreted, an instance with more
+#: than 30 attributes keeps them in a dict, and every ``self.x`` gets slower.
+_CLOCK_RESOLUTION: Final = time.get_clock_info("monotonic").resolution
 _T = TypeVar("_T")
 
 
@@ -53,13 +57,15 @@ class EventLoop:
         self._readers = self._fds.readers
         self._writers = self._fds.writers
         self._ready: deque[Handle] = deque()
+        # Bound once: compiled, ``self._ready.append(h)`` looks the method up
+        # by name on every call (mypyc knows no deque), a bound one is just called.
+        self._ready_append = self._ready.append
         self._timers = TimerQueue() if timers is None else timers
         self._running = False
         self._stopping = False
         self._closed = False
         #: The ident of the thread running the loop, while it runs (else None).
         self.thread_id: int | None = None
-        self._clock_resolution = time.get_clock_info("monotonic").resolution
         # Iterations slower than this go to _slow_iteration(); never, unless a
         # debug layer lowers it, so the check is one comparison with inf.
         self._slow_threshold = math.inf
@@ -120,7 +126,8 @@ class EventLoop:
         if self._closed:
             self._check_open()
         handle = Handle(callback, args)
-        self._ready.append(handle)
+        append = self._ready_append  # through a local: see __init__
+        append(handle)
         return handle
 
     def call_from_thread(self, callback: Callable[..., object], *args: Any) -> Handle:
@@ -128,11 +135,13 @@ class EventLoop:
 
         Calls made by one thread run in the order that thread made them.
         """
-        self._check_open()
+        if self._closed:
+            self._check_open()
         handle = Handle(callback, args)
         # deque.append is atomic; the waker writes only if no wake-up is
         # pending already, so a burst of calls costs one system call.
-        self._ready.append(handle)
+        append = self._ready_append
+        append(handle)
         self._waker.wake()
         return handle
 
@@ -373,11 +382,12 @@ class EventLoop:
         if timers._heap:
             # A timer due within the clock's resolution counts as due now,
             # or the loop would wake, find nothing due, and sleep 0 again.
-            ready.extend(timers.pop_due(_monotonic() + self._clock_resolution))
+            ready.extend(timers.pop_due(_monotonic() + _CLOCK_RESOLUTION))
 
         # Run only what was queued before now: callbacks queued by these
         # callbacks wait for the next turn, so I/O is never starved.
-        self._run_ready(len(ready))
+        if ready:
+            self._run_ready(len(ready))
 
         took = _monotonic() - start
         if took > self._longest_iteration:
@@ -413,16 +423,20 @@ class EventLoop:
 
     def _run_ready(self, count: int) -> None:
         """Run the first ``count`` callbacks of the ready queue."""
-        ready = self._ready
+        popleft = self._ready.popleft
         self._callbacks += count
-        for _ in range(count):
-            item = ready.popleft()
+        # Written for the compiled build too: a named counter (mypyc boxes
+        # "_"), the method bound once, the callback read into a local (called
+        # as an attribute, it is looked up by name like a method).
+        for _i in range(count):
+            item = popleft()
             if item._cancelled:
                 continue
+            callback = item._callback
             try:
-                item._callback(*item._args)
+                callback(*item._args)
             except Exception as exc:
-                self._callback_error(item._callback, exc)
+                self._callback_error(callback, exc)
 
     def _slow_iteration(self, took: float) -> None:
         """Called after a turn slower than ``_slow_threshold`` (a debug layer's hook)."""

@@ -14,13 +14,16 @@ import importlib
 import importlib.machinery
 import logging
 import os
+import platform
 from pathlib import Path
 
 import pytest
 
 import reactor
+from apps._common import version_text
 from protocols import DatagramProtocol, LineReceiver, Protocol
-from reactor import Reactor
+from reactor import Reactor, available_backends
+from tests.app_helpers import exits_with, run_cli
 from tests.conftest import run_until
 
 pytestmark = pytest.mark.timeout(30)
@@ -139,3 +142,46 @@ def test_plain_python_protocol_subclasses_work_in_both_builds() -> None:
         assert servers[0].lines == [b"one", b"two"]
         endpoint = r.listen_udp(0, Quiet())
         endpoint.close()
+
+
+@pytest.mark.parametrize(
+    ("module", "prog", "args"),
+    [
+        ("apps.echo", "reactor-echo", ["--version"]),
+        ("apps.chat", "reactor-chat", ["--version"]),
+        ("apps.files", "reactor-files", ["--version"]),
+        ("apps.udpchat", "reactor-udpchat", ["--version"]),
+        ("apps.chat", "reactor-chat server", ["server", "--backend", "poll", "--version"]),
+        ("apps.udpchat", "reactor-udpchat client", ["client", "--backend", "select", "--version"]),
+    ],
+)
+def test_every_app_says_which_build_runs(module: str, prog: str, args: list[str]) -> None:
+    # Run as the user would, in a subprocess: the build the app reports is
+    # the one this test process imported (and test_the_expected_build_runs
+    # checks that against what CI built).
+    result = run_cli(module, *args)
+    exits_with(result, 0)
+    build = "compiled (mypyc)" if reactor.COMPILED else "pure-Python"
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    default = os.environ.get("REACTOR_BACKEND") or available_backends()[0]
+    backend = args[args.index("--backend") + 1] if "--backend" in args else default
+    expected = f"{prog} {reactor.__version__}: {build} build, {python}, backend {backend}\n"
+    assert result.stdout == expected
+
+
+def test_version_names_a_bad_backend_instead_of_failing() -> None:
+    text = version_text("prog", "nope")
+    assert text.startswith(f"prog {reactor.__version__}: ")
+    assert "backend none (backend 'nope' is unknown" in text
+
+
+def test_a_reactor_keeps_its_attributes_where_they_are_fast() -> None:
+    # Interpreted, CPython keeps at most 30 of an instance's attributes
+    # inline; one more moves them all to a dict and every self.x in the loop
+    # gets slower (docs/architecture.md, "The compiled build"). Compiled, a
+    # reactor is a C struct and has no instance dict at all.
+    with Reactor("poll") as r:
+        if reactor.COMPILED:
+            assert not hasattr(r, "__dict__")
+        else:
+            assert len(vars(r)) <= 30, sorted(vars(r))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from apps._common import add_common_options, port_number, setup_logging
+from apps._common import add_common_options, add_version_option, port_number, setup_logging
 from apps._tls import add_client_tls_options, add_server_tls_options
 from apps.chat import wire
 from apps.chat.client import run_client
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A line-based chat room over TCP (protocol: docs/chat-protocol.md).",
         epilog="Run '%(prog)s server --help' or '%(prog)s client --help' for their options.",
     )
+    add_version_option(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     server = commands.add_parser(
         "server",

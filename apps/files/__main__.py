@@ -15,6 +15,7 @@ from apps._common import (
     GracefulShutdown,
     add_close_timeout_option,
     add_common_options,
+    add_version_option,
     add_workers_option,
     die,
     int_at_least,
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         "end-to-end SHA-256 verification and resumable transfers. The protocol is in "
         "docs/apps-files.md.",
     )
+    add_version_option(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser(

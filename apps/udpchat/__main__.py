@@ -15,6 +15,7 @@ from apps._common import (
     EXIT_USAGE,
     GracefulShutdown,
     add_common_options,
+    add_version_option,
     die,
     int_at_least,
     listen_or_die,
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(or, with --broadcast, to each other over the LAN with no server). "
         "The datagram format is in docs/apps-udpchat.md.",
     )
+    add_version_option(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     server = sub.add_parser(
