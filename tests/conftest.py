@@ -10,11 +10,14 @@ from __future__ import annotations
 import select
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from reactor import Reactor, available_backends
+
+if TYPE_CHECKING:
+    from reactor.aio import EventLoop
 
 BACKENDS = list(available_backends())
 if not hasattr(select, "kqueue"):
@@ -35,6 +38,20 @@ def make_reactor(name: str, **options: Any) -> Reactor:
 def backend(request: pytest.FixtureRequest) -> str:
     """The name of a backend (for tests that make their own reactors)."""
     return str(request.param)
+
+
+@pytest.fixture
+def loop(backend: str) -> Iterator[EventLoop]:
+    """A ``reactor.aio.EventLoop`` on a fresh reactor of each backend; both closed afterwards."""
+    from reactor.aio import EventLoop  # here: most test modules never need asyncio
+
+    r = make_reactor(backend)
+    aio_loop = EventLoop(reactor=r)
+    try:
+        yield aio_loop
+    finally:
+        aio_loop.close()
+        r.close()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,18 +33,6 @@ from tests.conftest import make_reactor
 pytestmark = pytest.mark.timeout(60)
 
 _T = TypeVar("_T")
-
-
-@pytest.fixture
-def loop(backend: str) -> Iterator[EventLoop]:
-    """An EventLoop on a fresh reactor of each backend; both closed afterwards."""
-    r = make_reactor(backend)
-    aio_loop = EventLoop(reactor=r)
-    try:
-        yield aio_loop
-    finally:
-        aio_loop.close()
-        r.close()
 
 
 def run(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, _T]) -> _T:

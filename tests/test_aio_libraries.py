@@ -8,7 +8,6 @@ Code this project did not write, run unchanged: an aiohttp server and client
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -18,20 +17,8 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
 from reactor.aio import EventLoop
-from tests.conftest import make_reactor
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def loop(backend: str) -> Iterator[EventLoop]:
-    r = make_reactor(backend)
-    aio_loop = EventLoop(reactor=r)
-    try:
-        yield aio_loop
-    finally:
-        aio_loop.close()
-        r.close()
 
 
 def run(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:

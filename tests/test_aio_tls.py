@@ -22,7 +22,7 @@ import ssl
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -41,17 +41,6 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture(scope="module")
 def certs() -> Certs:
     return make_certs()
-
-
-@pytest.fixture
-def loop(backend: str) -> Iterator[EventLoop]:
-    r = make_reactor(backend)
-    aio_loop = EventLoop(reactor=r)
-    try:
-        yield aio_loop
-    finally:
-        aio_loop.close()
-        r.close()
 
 
 def run(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:

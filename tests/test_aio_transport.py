@@ -15,7 +15,6 @@ import os
 import socket
 import ssl
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,17 +27,6 @@ from tests.conftest import make_reactor
 from tests.tls_helpers import make_certs
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def loop(backend: str) -> Iterator[EventLoop]:
-    r = make_reactor(backend)
-    aio_loop = EventLoop(reactor=r)
-    try:
-        yield aio_loop
-    finally:
-        aio_loop.close()
-        r.close()
 
 
 def run(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:
