@@ -424,8 +424,11 @@ class StreamTransport(BaseTransport):
             self._start_linger()
         else:
             self._sock.close()
-        if self._on_lost is not None:
-            self._on_lost()
+        # Called once, then dropped: the hook is usually a bound method of
+        # whatever owns this stream, which must not stay tied to it in a cycle.
+        on_lost, self._on_lost = self._on_lost, None
+        if on_lost is not None:
+            on_lost()
 
     # A lingering close. Closing a socket while the peer's data sits unread in
     # it makes the kernel send a reset instead of a FIN, and a reset can destroy

@@ -553,6 +553,17 @@ class TLSTransport:
         except (ssl.SSLError, OSError) as exc:
             self._fatal(exc)
 
+    def _tell_eof(self) -> bool:
+        """The protocol's eof_received(); False if it raised (the connection is
+        then being aborted). Its answer cannot keep a half-open TLS stream."""
+        try:
+            if self._protocol.eof_received():
+                log.debug("%r: eof_received() returned true, but TLS has no half-close", self)
+        except Exception as exc:
+            self._protocol_error(exc, "eof_received")
+            return False
+        return True
+
     def _close_notify_received(self) -> None:
         """The peer ended its side cleanly: tell the protocol, then answer in kind
         (after what the protocol has buffered: no half-close, but nothing lost)."""
@@ -560,11 +571,7 @@ class TLSTransport:
             return
         self._peer_closed = True
         if self._state == "open":
-            try:
-                if self._protocol.eof_received():
-                    log.debug("%r: eof_received() returned true, but TLS has no half-close", self)
-            except Exception as exc:
-                self._protocol_error(exc, "eof_received")
+            if not self._tell_eof():
                 return
             if self._state == "open":
                 self._closing = True
@@ -577,11 +584,7 @@ class TLSTransport:
         peer's end, so eof_received(), then close after what is written, sending no
         close_notify (the TLS session is left as it is, as asyncio leaves it)."""
         self._peer_closed = True
-        try:
-            if self._protocol.eof_received():
-                log.debug("%r: eof_received() returned true, but TLS has no half-close", self)
-        except Exception as exc:
-            self._protocol_error(exc, "eof_received")
+        if not self._tell_eof():
             return
         if self._state == "open":
             self._closing = True

@@ -290,7 +290,6 @@ class NativeSSLTransport(asyncio.transports._FlowControlMixin):
         detach_from_server(server, self)
         self._released = True
         self.tls.set_protocol(cast(Any, _RELEASED))
-        self.stream._on_lost = None
 
     # --------------------------------------------------------------- the face
 
