@@ -260,6 +260,7 @@ class TLSTransport:
         "_plain",
         "_plain_is_paused",
         "_protocol",
+        "_quiet_end",
         "_reactor",
         "_reading",
         "_shutdown_timeout",
@@ -306,6 +307,7 @@ class TLSTransport:
         self._state = "handshake"
         self._closing = False  # close() was called (it may wait for the handshake)
         self._peer_closed = False  # the peer's close_notify was read
+        self._quiet_end = False  # a bare FIN read as an end (asyncio_compatible): no close_notify
         self._plain: Any = None  # the plain transport, once attached
         self._timer: Any = None  # the handshake or the shutdown deadline
         self._decrypt_handle: Any = None  # resume_reading's catch-up, scheduled
@@ -587,10 +589,12 @@ class TLSTransport:
         if not self._tell_eof():
             return
         if self._state == "open":
+            # Close after what is written, all of it: what flow control holds
+            # back is encrypted as the plain transport drains (bounded by the
+            # shutdown timeout, as any close), then the plain transport closes.
             self._closing = True
-            self._state = "closing"
-            self._encrypt()
-            self._end_quietly()
+            self._quiet_end = True
+            self._begin_close()
 
     def _peer_fin(self) -> bool:
         """The TCP FIN: a clean end only if the peer's close_notify came before it."""
@@ -615,8 +619,11 @@ class TLSTransport:
                     if not self._reading:
                         return True  # once resumed: what is left, then the end (_catch_up)
                     self._fin_as_eof()
-                else:
-                    self._fatal(_truncation())
+                    # Still writing what flow control held back: keep the
+                    # plain transport's sending side open; _end_quietly
+                    # closes it once all is sent.
+                    return self._state == "closing"
+                self._fatal(_truncation())
             elif self._state == "closing":
                 self._end_quietly()
         return False  # the plain transport closes (unless kept open above)
@@ -806,6 +813,9 @@ class TLSTransport:
 
     def _start_shutdown(self) -> None:
         """Everything is encrypted: send close_notify and maybe wait for the peer's."""
+        if self._quiet_end:
+            self._end_quietly()
+            return
         self._state = "shutdown"
         plain = self._plain
         if not plain.is_reading():

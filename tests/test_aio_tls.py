@@ -693,6 +693,46 @@ def test_peer_fin_without_close_notify_is_a_clean_end(loop: EventLoop, certs: Ce
     assert run(loop, main()).events == ["made", "eof", "lost"]
 
 
+def test_a_bare_fin_still_gets_everything_written(loop: EventLoop, certs: Certs) -> None:
+    """A FIN (no close_notify) that arrives while flow control holds back what
+    we wrote: the end waits until all of it is sent, as on asyncio's loop
+    (CPython's test_remote_shutdown_receives_trailing_data). Before, the plain
+    transport closed at once and the plaintext held back was lost."""
+    half = 4 * 1024 * 1024
+    written = threading.Event()
+
+    def fin_then_read(tls: ssl.SSLSocket) -> bytes:
+        assert written.wait(20)
+        # A FIN, no close_notify. (SSLSocket.shutdown would also drop the TLS
+        # layer from this socket: what follows must still be decrypted.)
+        socket.socket.shutdown(tls, socket.SHUT_WR)
+        got = bytearray()
+        while len(got) < 2 * half:
+            chunk = tls.recv(65536)
+            assert chunk, f"the connection ended after {len(got)} of {2 * half} bytes"
+            got += chunk
+        return bytes(got)
+
+    async def main() -> None:
+        left, right = socket.socketpair()
+        peer = loop.run_in_executor(
+            None, _blocking_peer, left, certs.server_context(), fin_then_read
+        )
+        transport, client = await loop.create_connection(
+            Peer, sock=right, ssl=certs.client_context(), server_hostname="localhost"
+        )
+        transport.write(b"x" * half)  # encrypted at once: the plain transport is full
+        transport.write(b"y" * half)  # waits as plaintext behind it
+        assert client.paused == 1 and transport.get_write_buffer_size() > half
+        written.set()
+        got = await peer
+        assert got == b"x" * half + b"y" * half
+        assert await client.lost is None
+        assert client.events == ["made", "eof", "lost"]
+
+    run(loop, main())
+
+
 # ---------------------------------------------------------------- interop
 
 
