@@ -1,6 +1,7 @@
 """Echo benchmark: this reactor against asyncio (and uvloop, Twisted, Tornado, threads) in one run.
 
     python benchmarks/echo_bench.py --scenarios pingpong-1k --repeats 3 --duration 4
+    python benchmarks/echo_bench.py --compiled /tmp/bench-compiled   # also the compiled build
 
 Every scenario puts the same load on every server, interleaved round-robin
 over ``--repeats`` rounds (the order rotates each round), so slow drift of
@@ -9,6 +10,15 @@ time (``/proc/PID/stat``) exactly over the client's measured window, using
 the client's ``measure_start``/``measure_end`` events, and its RSS. It prints
 medians with min and max, the ratio to asyncio, both processes' CPU use (so
 you can see which one saturated), and writes everything to JSON.
+
+``--compiled TREE`` adds the server ``reactor-compiled`` to every scenario:
+the same echo app (``apps.echo`` on the first of ``--backends``) with TREE
+first on ``sys.path``, where TREE holds the mypyc-compiled ``reactor``
+package (a copy of the checkout built in place with
+``REACTOR_COMPILE=1 python setup.py build_ext --inplace``), so the pure and
+the compiled build are timed in one run, as callgrind_bench.py counts them.
+TREE is checked before anything runs, and again by the server as it starts:
+``reactor`` must be imported from TREE and ``reactor.COMPILED`` be True.
 
 Run by hand, never in CI: it needs a quiet machine and takes minutes. See
 benchmarks/README.md for what each column means and the caveats.
@@ -46,6 +56,8 @@ LOADGEN_DIR = REPO.parent / "shared" / "tools" / "loadgen"
 RESULTS_DIR = HERE / "results"
 
 BASELINE = "asyncio"
+#: ``--compiled``: the server that runs the compiled build's reactor.
+COMPILED_SERVER = "reactor-compiled"
 READY_RE = re.compile(r"listening on \[?([0-9A-Fa-f.:]+?)\]?:(\d+)")
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 #: A process at or above this CPU share during the window counts as saturated.
@@ -136,6 +148,75 @@ def server_kinds(python: str, backends: list[str]) -> dict[str, ServerKind]:
         script = SERVERS_DIR / f"{name}_echo.py"
         kinds[name] = ServerKind(name, [str(script), "--host", "127.0.0.1", "--port", "0"], needs)
     return kinds
+
+
+def compiled_prelude(tree: Path) -> str:
+    """Python code that puts ``tree`` first on ``sys.path`` and imports ``reactor``,
+    exiting with an error unless that came from ``tree`` and is a compiled build.
+
+    The server's working directory and ``PYTHONPATH`` are this checkout (as for
+    every server), so the compiled tree is put before both.
+    """
+    name = COMPILED_SERVER
+    build = "REACTOR_COMPILE=1 python setup.py build_ext --inplace"
+    return "\n".join(
+        (
+            "import os, sys",
+            f"tree = {str(tree)!r}",
+            "sys.path.insert(0, tree)",
+            "import reactor",
+            "found = reactor.__file__ or '?'",
+            "if not found.startswith(tree + os.sep):",
+            f"    sys.exit(f'{name}: reactor imported from {{found}}, not from {{tree}}')",
+            "if not reactor.COMPILED:",
+            f"    sys.exit(f'{name}: {{tree}} is not a compiled build (reactor.COMPILED is False); "
+            f"build it with {build}')",
+        )
+    )
+
+
+def compiled_kind(tree: Path, backend: str) -> ServerKind:
+    """``--compiled``: the reactor's echo app run with the compiled ``reactor`` of ``tree``."""
+    code = (
+        compiled_prelude(tree)
+        + "\nimport runpy\nrunpy.run_module('apps.echo', run_name='__main__', alter_sys=True)"
+    )
+    return ServerKind(
+        COMPILED_SERVER,
+        ["-c", code, "--host", "127.0.0.1", "--port", "0", "--backend", backend],
+        max_fds=1000 if backend == "select" else None,
+    )
+
+
+def probe_compiled(python: str, tree: Path, backend: str) -> str:
+    """The ``--version`` line of ``--compiled``'s server, started as it will be run.
+
+    Raises ValueError saying why if ``tree`` is not a compiled build (or its
+    server does not start).
+    """
+    if not (tree / "reactor" / "__init__.py").is_file():
+        raise ValueError(f"{tree} holds no reactor package")
+    kind = compiled_kind(tree, backend)
+    environ = dict(os.environ)
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environ.get("PYTHONPATH")]))
+    probe = subprocess.run(
+        [python, kind.argv[0], kind.argv[1], "--backend", backend, "--version"],
+        cwd=REPO,
+        env=environ,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    lines = (probe.stderr.strip() or probe.stdout.strip() or "no output").splitlines()
+    if probe.returncode != 0:  # the prelude's refusal, or why the app failed
+        last = lines[-1]
+        raise ValueError(last if last.startswith(COMPILED_SERVER) else f"{tree}: {last}")
+    version = probe.stdout.strip()
+    if "compiled" not in version:  # apps' --version names the build
+        raise ValueError(f"{tree}: its echo app says {version!r}, not a compiled build")
+    return version
 
 
 def importable(python: str, module: str) -> bool:
@@ -932,6 +1013,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--backends", type=csv, default=available_backends(), help="reactor backends"
     )
     parser.add_argument(
+        "--compiled",
+        type=Path,
+        metavar="TREE",
+        help=f"also run {COMPILED_SERVER}: the echo app with the mypyc-compiled reactor of "
+        "TREE (a copy of the checkout built with REACTOR_COMPILE=1 python setup.py "
+        "build_ext --inplace), on the first of --backends; refused unless TREE's reactor "
+        "has COMPILED True",
+    )
+    parser.add_argument(
         "--extra",
         action="append",
         default=[],
@@ -1005,11 +1095,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for backend in args.backends:
         if backend not in available_backends():
             parser.error(f"backend {backend!r} not available here: {available_backends()}")
+    args.compiled_version = None
+    if args.compiled is not None and not args.summarize:
+        args.compiled = args.compiled.resolve()
+        if not args.backends:
+            parser.error("--compiled needs a backend (--backends)")
+        try:
+            args.compiled_version = probe_compiled(args.python, args.compiled, args.backends[0])
+        except (ValueError, OSError, subprocess.SubprocessError) as exc:
+            parser.error(f"--compiled: {exc}")
+        if COMPILED_SERVER not in args.servers:
+            at = args.servers.index("reactor") + 1 if "reactor" in args.servers else 0
+            args.servers.insert(at, COMPILED_SERVER)
+    elif COMPILED_SERVER in args.servers and not args.summarize:
+        parser.error(f"server {COMPILED_SERVER} needs --compiled TREE")
     return args
 
 
 def select_servers(args: argparse.Namespace) -> list[ServerKind]:
     kinds = server_kinds(args.python, args.backends)
+    if args.compiled is not None:
+        kinds[COMPILED_SERVER] = compiled_kind(args.compiled, args.backends[0])
     chosen: list[ServerKind] = []
     for name in args.servers:
         if name == "reactor":
@@ -1054,7 +1160,7 @@ def machine_info(args: argparse.Namespace, loadgen: Path | None) -> dict[str, An
         text=True,
         check=False,
     ).stdout.strip()
-    return {
+    info: dict[str, Any] = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "platform": platform.platform(),
         "cpu_model": cpu_model,
@@ -1075,6 +1181,9 @@ def machine_info(args: argparse.Namespace, loadgen: Path | None) -> dict[str, An
         "server_env": args.server_env,
         "argv": sys.argv[1:],
     }
+    if args.compiled is not None:  # only then, so other runs' files stay as they were
+        info["compiled"] = {"tree": str(args.compiled), "version": args.compiled_version}
+    return info
 
 
 @contextlib.contextmanager
@@ -1174,6 +1283,8 @@ def main(argv: list[str] | None = None) -> int:
         + (" ".join(f"{k}={v}" for k, v in args.server_env.items()) or "unchanged"),
         flush=True,
     )
+    if args.compiled is not None:
+        print(f"{COMPILED_SERVER}: {args.compiled} ({args.compiled_version})", flush=True)
     out_path = (
         Path(args.json)
         if args.json

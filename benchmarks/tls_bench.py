@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import callgrind_bench
+import tls_floor
 from echo_bench import (
     BASELINE,
     RESULTS_DIR,
@@ -295,6 +296,7 @@ def run_native(
     runs: list[dict[str, Any]] = []
     scenarios = native_scenarios(opts.idle_conns, opts.handshake_conns)
     targets: dict[str, Any] = {}
+    floor_us = measure_floor()
     for scenario in scenarios:
         extra = ["--handshakes"] if scenario.name == "tls-handshake" else []
         these = [k for k in servers if k.name != PLAIN or scenario.name in PLAIN_SCENARIOS]
@@ -310,7 +312,8 @@ def run_native(
         summary = summarize(runs)
         print(report(scenario, summary[scenario.name], opts.order), flush=True)
         if scenario.name in PLAIN_SCENARIOS:
-            targets[scenario.name] = target_lines(scenario, runs)
+            floor = floor_us if scenario.name == "tls-pingpong-1k" else None
+            targets[scenario.name] = target_lines(scenario, runs, floor)
     idle = idle_difference(runs, scenarios[-2], scenarios[-1])
     print(idle_table(idle, opts.order), flush=True)
     return {
@@ -318,15 +321,38 @@ def run_native(
         "summary": summarize(runs),
         "idle_difference": idle,
         "targets": targets,
+        "floor_us_per_request": floor_us,
         "runs": runs,
     }
 
 
-def target_lines(scenario: Scenario, runs: list[dict[str, Any]]) -> dict[str, Any]:
+def measure_floor(repeats: int = 5, n: int = 100_000) -> float:
+    """The ssl module's own CPU per 1 KiB echo, in µs (tls_floor.py), median of ``repeats``."""
+    times = sorted(tls_floor.run_floor(n) / n * 1e6 for _ in range(repeats))
+    floor = times[len(times) // 2]
+    print(f"floor: the ssl calls of a 1 KiB echo alone cost {floor:.2f} us (tls_floor.py)")
+    return floor
+
+
+def target_lines(
+    scenario: Scenario, runs: list[dict[str, Any]], floor_us: float | None = None
+) -> dict[str, Any]:
     """The reactor's TLS CPU per unit against its plain TCP and asyncio's TLS, round by
-    round (echo_bench.paired: the runs of one round are seconds apart); printed."""
+    round (echo_bench.paired: the runs of one round are seconds apart); printed. With
+    ``floor_us`` (tls_floor.py), also the lowest TLS/plain ratio any server on
+    ``ssl.MemoryBIO`` could reach in those rounds: (plain + floor) / plain."""
     mine = [r for r in runs if r["scenario"] == scenario.name]
     out: dict[str, Any] = {}
+    plain = [r["cpu_per_unit_us"] for r in mine if r["server"] == PLAIN and r.get("ok")]
+    if floor_us is not None and plain:
+        bound = statistics.median((p + floor_us) / p for p in plain)
+        out["lowest_possible_vs_plain"] = bound
+        print(
+            f"bound ({scenario.name}): with no Python around the ssl calls at all, TLS would "
+            f"cost {bound:.2f}x plain TCP (plain {statistics.median(plain):.2f} us + the "
+            f"ssl calls' {floor_us:.2f} us)",
+            flush=True,
+        )
     for peer, limit, label in (
         (PLAIN, TARGET_VS_PLAIN, "its plain TCP"),
         (BASELINE, TARGET_VS_ASYNCIO, "asyncio's TLS"),

@@ -1,19 +1,27 @@
 """Callback handles, the timer heap and periodic calls.
 
-The heap holds ``(when, seq, handle)`` tuples: tuples compare in C, and the
-sequence number makes equal deadlines run in the order they were scheduled.
-Cancelling only marks a handle (O(1)); the entry stays in the heap until it
-reaches the top or until cancelled entries are the majority, when the heap is
-rebuilt without them, so scheduling and cancelling a million timers does not
-leave a million entries behind.
+The heap orders timers by deadline, then by a sequence number, so that equal
+deadlines run in the order they were scheduled. Cancelling only marks a handle
+(O(1)); the entry stays in the heap until it reaches the top or until
+cancelled entries are the majority, when the heap is rebuilt without them, so
+scheduling and cancelling a million timers does not leave a million entries
+behind.
 
-Interpreted, :mod:`heapq` keeps the heap: its C code is faster than any sift
-written in Python. Compiled, it is the slow part of firing a timer, because
-heapq compares whole tuples through Python's generic comparison (an equality
-test and an order test per element, every step down the heap); so the
-compiled build sifts with :func:`_sift_up` and :func:`_sift_down` below, which
-mypyc turns into C that compares the deadlines as C doubles. Both keep the
-same heap of the same tuples in the same order.
+The heap has one shape per build, chosen by one constant (``_OWN_SIFT``),
+because what is fast in one is slow in the other:
+
+* Interpreted, it holds ``(when, seq, handle)`` tuples kept by :mod:`heapq`:
+  tuples compare in C, and heapq's C code is faster than any sift written in
+  Python.
+* Compiled, it holds the :class:`TimerHandle` objects themselves, sifted by
+  :func:`_sift_up` and :func:`_sift_down` below. mypyc makes a handle's
+  ``when`` and ``_seq`` C fields, so a comparison is two C doubles read from
+  the objects: no tuple to allocate per timer, no float to unbox per step.
+  (heapq would compare them through Python's generic comparison, the slow
+  part of firing a timer.)
+
+Both pop the same timers in the same order; :meth:`TimerQueue.handles` is
+the one way to see what the heap holds.
 """
 
 from __future__ import annotations
@@ -30,32 +38,28 @@ __all__ = ["Clock", "Handle", "PeriodicCall", "TimerHandle", "TimerQueue"]
 _INF: Final = math.inf
 #: Below this size the heap is never compacted: rebuilding is not worth it.
 _COMPACT_MIN: Final = 64
-#: Sift with this module's own functions (compiled) or with heapq (interpreted).
+#: A heap of handles sifted by this module (compiled), or of tuples kept by
+#: heapq (interpreted): see the module's docstring.
 _OWN_SIFT: Final = COMPILED
 
-#: A heap entry as the sift functions see it: ``(when, seq, handle)``, read
-#: without unpacking the tuple (mypyc would build a new one to store it back).
-_Entry = tuple[Any, ...]
 
-
-def _sift_up(heap: list[_Entry], pos: int) -> None:
+def _sift_up(heap: list[TimerHandle], pos: int) -> None:
     """Move ``heap[pos]`` up until its parent is earlier: after an append."""
-    entry = heap[pos]
-    when: float = entry[0]
+    handle = heap[pos]
+    when = handle.when
     while pos > 0:
         parent_pos = (pos - 1) >> 1
         parent = heap[parent_pos]
-        parent_when: float = parent[0]
         # (when, seq) order: an earlier deadline first, then the earlier push.
-        if when < parent_when or (when == parent_when and _seq(entry) < _seq(parent)):
+        if when < parent.when or (when == parent.when and handle._seq < parent._seq):
             heap[pos] = parent
             pos = parent_pos
         else:
             break
-    heap[pos] = entry
+    heap[pos] = handle
 
 
-def _sift_down(heap: list[_Entry], pos: int) -> None:
+def _sift_down(heap: list[TimerHandle], pos: int) -> None:
     """Move ``heap[pos]`` down until both children are later: after a pop.
 
     (heapq goes down to a leaf first and back up, which saves comparisons of
@@ -63,39 +67,30 @@ def _sift_down(heap: list[_Entry], pos: int) -> None:
     measured to cost fewer instructions.)
     """
     size = len(heap)
-    entry = heap[pos]
-    when: float = entry[0]
+    handle = heap[pos]
+    when = handle.when
     child = 2 * pos + 1
     while child < size:
         earliest = heap[child]
-        earliest_when: float = earliest[0]
         right = child + 1
         if right < size:
             other = heap[right]
-            other_when: float = other[0]
-            if other_when < earliest_when or (
-                other_when == earliest_when and _seq(other) < _seq(earliest)
+            if other.when < earliest.when or (
+                other.when == earliest.when and other._seq < earliest._seq
             ):
                 child = right
                 earliest = other
-                earliest_when = other_when
-        if earliest_when < when or (earliest_when == when and _seq(earliest) < _seq(entry)):
+        if earliest.when < when or (earliest.when == when and earliest._seq < handle._seq):
             heap[pos] = earliest
             pos = child
             child = 2 * pos + 1
         else:
             break
-    heap[pos] = entry
+    heap[pos] = handle
 
 
-def _seq(entry: _Entry) -> int:
-    """An entry's sequence number: the tie-breaker between equal deadlines."""
-    seq: int = entry[1]
-    return seq
-
-
-def _heap_pop(heap: list[_Entry]) -> _Entry:
-    """Remove and return the earliest entry (heapq.heappop's contract)."""
+def _heap_pop(heap: list[TimerHandle]) -> TimerHandle:
+    """Remove and return the earliest handle (heapq.heappop's contract)."""
     last = heap.pop()
     if not heap:
         return last
@@ -103,6 +98,12 @@ def _heap_pop(heap: list[_Entry]) -> _Entry:
     heap[0] = last
     _sift_down(heap, 0)
     return first
+
+
+def _heapify(heap: list[TimerHandle]) -> None:
+    """Make ``heap`` a heap in place (heapq.heapify's contract), in O(n)."""
+    for pos in range(len(heap) // 2 - 1, -1, -1):
+        _sift_down(heap, pos)
 
 
 def _cancelled(*args: object) -> None:
@@ -146,7 +147,11 @@ class Handle:
 class TimerHandle(Handle):
     """A callback due at ``when`` (on the owning clock's time scale)."""
 
-    __slots__ = ("_queue", "when")
+    __slots__ = ("_queue", "_seq", "when")
+
+    #: The tie-breaker between equal deadlines, set by the compiled build's
+    #: queue when it pushes the handle (the interpreted one keeps it in a tuple).
+    _seq: int
 
     def __init__(
         self,
@@ -179,7 +184,10 @@ class TimerQueue:
     __slots__ = ("_cancelled", "_heap", "cancelled_total", "fired", "scheduled")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, TimerHandle]] = []
+        # (when, seq, handle) tuples interpreted, the handles themselves
+        # compiled (the module's docstring says why): read it through
+        # handles(), or as a list of handles in an ``if _OWN_SIFT`` branch.
+        self._heap: list[Any] = []
         self._cancelled = 0  # cancelled entries still in the heap
         #: Counters for stats(): timers pushed (also the tie-breaking sequence
         #: number), fired, and cancelled before firing.
@@ -196,6 +204,13 @@ class TimerQueue:
         """Entries in the heap, cancelled ones included (for tests and stats)."""
         return len(self._heap)
 
+    def handles(self) -> list[TimerHandle]:
+        """The handles in the heap, cancelled ones included, in no set order (a copy:
+        cancelling them while iterating is safe)."""
+        if _OWN_SIFT:
+            return list(self._heap)
+        return [entry[2] for entry in self._heap]
+
     def push(
         self, when: float, callback: Callable[..., object], args: tuple[Any, ...]
     ) -> TimerHandle:
@@ -208,8 +223,9 @@ class TimerQueue:
         handle = TimerHandle(when, callback, args, self)
         self.scheduled += 1
         if _OWN_SIFT:
-            own = cast("list[_Entry]", self._heap)
-            own.append((when, self.scheduled, handle))
+            handle._seq = self.scheduled
+            own: list[TimerHandle] = self._heap
+            own.append(handle)
             _sift_up(own, len(own) - 1)
         else:
             heappush(self._heap, (when, self.scheduled, handle))
@@ -219,12 +235,15 @@ class TimerQueue:
         """The earliest live deadline, dropping cancelled entries from the top."""
         heap = self._heap
         while heap:
-            entry = heap[0]
-            if not entry[2]._cancelled:
-                return entry[0]
             if _OWN_SIFT:
-                _heap_pop(cast("list[_Entry]", heap))
+                top: TimerHandle = heap[0]
+                if not top._cancelled:
+                    return top.when
+                _heap_pop(heap)
             else:
+                entry = heap[0]
+                if not entry[2]._cancelled:
+                    return cast(float, entry[0])
                 heappop(heap)
             self._cancelled -= 1
         return None
@@ -233,10 +252,15 @@ class TimerQueue:
         """Remove and return the live timers due at or before ``now``, in order."""
         heap = self._heap
         due = []
-        while heap and heap[0][0] <= now:
+        while heap:
             if _OWN_SIFT:
-                handle: TimerHandle = _heap_pop(cast("list[_Entry]", heap))[2]
+                first: TimerHandle = heap[0]
+                if first.when > now:
+                    break
+                handle = _heap_pop(heap)
             else:
+                if heap[0][0] > now:
+                    break
                 handle = heappop(heap)[2]
             if handle._cancelled:
                 self._cancelled -= 1
@@ -250,14 +274,20 @@ class TimerQueue:
         self._cancelled += 1
         self.cancelled_total += 1
         if self._cancelled > _COMPACT_MIN and self._cancelled * 2 > len(self._heap):
-            self._heap = [entry for entry in self._heap if not entry[2]._cancelled]
-            heapify(self._heap)
+            if _OWN_SIFT:
+                handles = [handle for handle in self.handles() if not handle._cancelled]
+                _heapify(handles)
+                self._heap = handles
+            else:
+                entries = [entry for entry in self._heap if not entry[2]._cancelled]
+                heapify(entries)
+                self._heap = entries
             self._cancelled = 0
 
     def clear(self) -> None:
-        for entry in self._heap:
-            entry[2]._queue = None
-            entry[2]._cancelled = True
+        for handle in self.handles():
+            handle._queue = None
+            handle._cancelled = True
         self._heap.clear()
         self._cancelled = 0
 

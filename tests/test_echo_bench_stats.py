@@ -147,3 +147,24 @@ def test_a_file_that_is_not_results_is_refused(bench: ModuleType, tmp_path: Path
     path.write_text("[1, 2]")
     with pytest.raises(SystemExit, match="not an echo_bench results file"):
         bench.main(["--summarize", str(path)])
+
+
+def test_compiled_refuses_a_tree_that_is_not_a_compiled_build(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A tree whose reactor is the pure build (here a stand-in that says so),
+    # and one with no reactor at all: neither is run as reactor-compiled.
+    pure = tmp_path / "pure"
+    (pure / "reactor").mkdir(parents=True)
+    (pure / "reactor" / "__init__.py").write_text("COMPILED = False\n")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--compiled", str(pure), "--scenarios", "pingpong-1k"])
+    assert "is not a compiled build (reactor.COMPILED is False)" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--compiled", str(tmp_path / "empty")])
+    assert "holds no reactor package" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--servers", "reactor-compiled"])
+    assert "needs --compiled TREE" in capsys.readouterr().err

@@ -381,6 +381,6 @@ class EventLoop(asyncio.SelectorEventLoop):
         elif not reactor.is_closed():
             # The reactor lives on: take this loop's timers off its heap.
             fire = self._fire
-            for entry in reactor._timers._heap:
-                if entry[2]._callback is fire:
-                    entry[2].cancel()
+            for handle in reactor._timers.handles():
+                if handle._callback is fire:
+                    handle.cancel()
