@@ -8,8 +8,6 @@ memory) and which commands it would run are checked here, running nothing.
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -17,25 +15,16 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.timeout(60)
+from tests.bench_import import bench_script
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-MODULES = ("builds_bench", "callgrind_bench", "echo_bench")
+pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(scope="module")
 def bb() -> Iterator[ModuleType]:
     """builds_bench, imported as its script would be (it imports the harnesses beside it)."""
-    saved = {name: sys.modules.pop(name, None) for name in MODULES}
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        yield importlib.import_module("builds_bench")
-    finally:
-        sys.path.remove(str(BENCH_DIR))
-        for name, module in saved.items():
-            sys.modules.pop(name, None)
-            if module is not None:
-                sys.modules[name] = module
+    with bench_script("builds_bench", "callgrind_bench", "echo_bench") as module:
+        yield module
 
 
 def spread(median: float) -> dict[str, float]:

@@ -9,33 +9,22 @@ loopback, each bounded by the warm-up's own timeout.
 
 from __future__ import annotations
 
-import importlib
 import socket
-import sys
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.bench_import import bench_script
 
 
 @pytest.fixture(scope="module")
 def cb() -> Iterator[ModuleType]:
     """callgrind_bench, imported as its script would be (it imports echo_bench beside it)."""
-    saved = {name: sys.modules.pop(name, None) for name in ("callgrind_bench", "echo_bench")}
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        yield importlib.import_module("callgrind_bench")
-    finally:
-        sys.path.remove(str(BENCH_DIR))
-        for name, module in saved.items():
-            sys.modules.pop(name, None)
-            if module is not None:
-                sys.modules[name] = module
+    with bench_script("callgrind_bench", "echo_bench") as module:
+        yield module
 
 
 CALLGRIND_FILE = """\

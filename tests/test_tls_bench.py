@@ -8,9 +8,7 @@ TLS client are tested here.
 
 from __future__ import annotations
 
-import importlib
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -18,25 +16,16 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.timeout(30)
+from tests.bench_import import bench_script
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture(scope="module")
 def tb() -> Iterator[ModuleType]:
     """tls_bench, imported as its script would be (it imports its neighbours)."""
-    names = ("tls_bench", "callgrind_bench", "echo_bench")
-    saved = {name: sys.modules.pop(name, None) for name in names}
-    sys.path.insert(0, str(BENCH_DIR))
-    try:
-        yield importlib.import_module("tls_bench")
-    finally:
-        sys.path.remove(str(BENCH_DIR))
-        for name, module in saved.items():
-            sys.modules.pop(name, None)
-            if module is not None:
-                sys.modules[name] = module
+    with bench_script("tls_bench", "tls_floor", "callgrind_bench", "echo_bench") as module:
+        yield module
 
 
 def idle_run(
