@@ -8,6 +8,7 @@ an emulation of ``select.kqueue`` where the platform has no real kqueue.
 from __future__ import annotations
 
 import select
+import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from reactor import Reactor, available_backends
+
+# A shell that starts a job in the background without job control (`cmd &`
+# in a script, nohup) hands it SIGINT ignored. Python then leaves it ignored,
+# so no KeyboardInterrupt exists and the tests of SIGINT, and the programs
+# the docs tests run, would see SIG_IGN instead of what a terminal gives.
+# Put Python's own handler back, as an interactive start would have it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if TYPE_CHECKING:
     from reactor.aio import EventLoop
