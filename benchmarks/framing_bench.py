@@ -62,13 +62,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from callgrind_bench import parse_callgrind_total
+from echo_bench import MALLOC_CONTROL_ENV
+
 REPO = Path(__file__).resolve().parent.parent
 CHUNK = 1024
 LINES_PER_CHUNK = 16
 PAYLOAD = 64  # bytes of data in each frame and netstring
-#: glibc's malloc tunables pinned, as echo_bench.py does, so that its
-#: thresholds do not move between the runs.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4194304", "MALLOC_TRIM_THRESHOLD_": "67108864"}
 
 
 # --------------------------------------------------------------------------- the worker
@@ -242,20 +242,6 @@ CYCLE_CHUNKS = {"int32": 17, "netstring": 17}
 SCALE = {"protocol": 10}
 
 
-def parse_total(text: str) -> int:
-    """The total ``Ir`` in a callgrind output file (its ``totals:`` or ``summary:`` line)."""
-    events = ["Ir"]
-    found: list[str] | None = None
-    for line in text.splitlines():
-        if line.startswith("events:"):
-            events = line.split(":", 1)[1].split()
-        elif line.startswith(("totals:", "summary:")):
-            found = line.split(":", 1)[1].split()
-    if found is None:
-        raise ValueError("no totals: or summary: line in the callgrind output")
-    return int(found[events.index("Ir")])
-
-
 @dataclasses.dataclass(frozen=True)
 class Count:
     tree: str
@@ -266,7 +252,9 @@ class Count:
 
 
 def _env(tree: Path, cache: Path) -> dict[str, str]:
-    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPYCACHEPREFIX=str(cache), **MALLOC_ENV)
+    # glibc's malloc thresholds pinned, as echo_bench.py --malloc-control does,
+    # so that they do not move between the two counted runs.
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPYCACHEPREFIX=str(cache), **MALLOC_CONTROL_ENV)
     env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [env.get("PYTHONPATH")])])
     return env
 
@@ -307,7 +295,7 @@ def measure(python: str, tree_name: str, tree: Path, name: str, chunks: int, cac
         for run_cycles in (cycles, 2 * cycles):
             out = Path(tmp) / f"callgrind.{run_cycles}"
             reports.append(_run(python, tree, cache, name, run_cycles, out))
-            totals.append(parse_total(out.read_text()))
+            totals.append(parse_callgrind_total(out.read_text()))
     first = reports[0]
     build = "compiled" if first["reactor_compiled"] else "pure"
     if first["framing_compiled"]:

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def fb() -> Iterator[ModuleType]:
-    with bench_script("framing_bench") as module:
+    with bench_script("framing_bench", "callgrind_bench", "echo_bench") as module:
         yield module
 
 
@@ -56,14 +56,6 @@ def test_echo_scenario_writes_every_line_back(fb: ModuleType) -> None:
         work.protocol.data_received(chunk)
     written = work.protocol.transport.value()
     assert written == b"".join(work.chunks)
-
-
-def test_parse_total_reads_summary_or_totals(fb: ModuleType) -> None:
-    text = "events: Ir Dr\nfn=x\n1 2 3\nsummary: 1234 99\n"
-    assert fb.parse_total(text) == 1234
-    assert fb.parse_total("events: Dr Ir\ntotals: 5 77\n") == 77
-    with pytest.raises(ValueError, match="no totals"):
-        fb.parse_total("events: Ir\n")
 
 
 def test_render_flags_a_changed_checksum(fb: ModuleType) -> None:
