@@ -248,7 +248,10 @@ def print_listening(what: str, address: Any, reactor: Reactor | str) -> None:
     else:
         where = str(address)
     backend = reactor if isinstance(reactor, str) else reactor.backend
-    print(f"{what} listening on {where} (backend {backend})", flush=True)
+    # One write, newline included: with --workers several processes share this
+    # stdout, and print() on an unbuffered one writes text and newline apart.
+    sys.stdout.write(f"{what} listening on {where} (backend {backend})\n")
+    sys.stdout.flush()
 
 
 def add_workers_option(parser: argparse.ArgumentParser) -> None:
